@@ -1,0 +1,94 @@
+"""Read images and videos as uint8 frames ``[H, W, 3]``, with one clear error per bad file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "collect_media_files", "read_frames"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+
+
+def collect_media_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Expand folders into their images and videos (sorted); keep files as given."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+            )
+            if not found:
+                raise FileNotFoundError(
+                    f"Folder {str(path)!r} holds no images or videos "
+                    f"(looked for {', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})."
+                )
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{str(path)!r} is neither a file nor a folder.")
+    return files
+
+
+def read_frames(path: str | Path) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(label, frame)`` for an image (one frame) or a video (every frame).
+
+    Frames are uint8 ``[H, W, 3]``; labels are the file name, plus ``#index`` for video frames.
+    """
+    path = Path(path)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        yield from _read_video(path)
+    else:
+        yield path.name, _read_image(path)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    try:
+        image = np.asarray(iio.imread(path))
+    except Exception as error:
+        raise ValueError(f"Cannot read image {str(path)!r}: {error}") from error
+    if image.ndim == 2:  # greyscale
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] not in (3, 4):
+        raise ValueError(
+            f"Image {str(path)!r} has shape {image.shape}; "
+            "expected [H, W, 3] RGB or [H, W, 4] RGBA."
+        )
+    if image.dtype != np.uint8:
+        if image.dtype == np.uint16:
+            image = (image >> 8).astype(np.uint8)
+        else:
+            raise ValueError(f"Image {str(path)!r} has dtype {image.dtype}; expected 8-bit RGB.")
+    return np.ascontiguousarray(image[..., :3])
+
+
+def _read_video(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    import imageio_ffmpeg
+
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path))
+        meta = next(reader)
+        width, height = meta["size"]
+    except Exception as error:
+        raise ValueError(f"Cannot read video {str(path)!r}: {error}") from error
+    index = 0
+    try:
+        for buffer in reader:
+            frame = np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, 3)
+            yield f"{path.name}#{index}", frame
+            index += 1
+    except Exception as error:
+        raise ValueError(
+            f"Cannot read video {str(path)!r} after {index} frames: {error}"
+        ) from error
+    finally:
+        reader.close()
+    if index == 0:
+        raise ValueError(f"Video {str(path)!r} has no frames.")

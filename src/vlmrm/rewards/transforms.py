@@ -1,0 +1,491 @@
+"""Reward transforms: TorchRL transforms that replace the environment's reward.
+
+Where the reward is computed: :meth:`RewardTransform._call` (one call per collected batch).
+
+Every transform here reads a batch of next-step data of any batch shape (``[T]``, ``[N, T]``,
+...), flattens it, computes one reward per step, restores the shape and writes:
+
+- ``("next", "reward")`` ``[..., 1]`` float32: the reward the agent learns from;
+- ``("next", "gt_reward")`` ``[..., 1]``: the environment's own reward, kept for evaluation.
+
+Called on a whole collected batch (``transform(batch)``) they work on the ``"next"`` entry;
+appended to an environment (``TransformedEnv``) they work step by step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.data import Composite, Unbounded
+from torchrl.envs.transforms import Transform
+
+from vlmrm.keys import GT_REWARD, NEXT, PIXELS, REWARD
+from vlmrm.rewards.backbone import VLMBackbone
+from vlmrm.rewards.formulas import (
+    ZERO_DIRECTION_TOLERANCE,
+    baseline_subtracted_reward,
+    goal_baseline_projection_reward,
+    mean_prompt_embedding,
+    prompt_softmax_reward,
+    sigmoid_reward,
+)
+from vlmrm.rewards.preprocessing import to_channels_first
+from vlmrm.rewards.shaping import RunningMeanStd
+
+__all__ = [
+    "CLIPReward",
+    "GroundTruthReward",
+    "RewardTransform",
+    "SigLIPReward",
+    "VLMReward",
+]
+
+
+class RewardTransform(Transform):
+    """Base of all reward models: batch handling, ``gt_reward`` bookkeeping and reward shaping.
+
+    Subclasses implement :meth:`compute_reward`, mapping a flat TensorDict of ``M`` next-step
+    entries to ``M`` raw rewards. The shaped reward is::
+
+        r = scale * raw + offset
+        r = (r - running_mean) / running_std          # if standardize
+        reward = vlm_weight * r + env_weight * env_reward
+
+    Args:
+        scale: multiplies the raw reward.
+        offset: added to the scaled reward.
+        standardize: divide by a running standard deviation after subtracting a running mean,
+            both over every reward seen in training mode (saved in ``state_dict``).
+        vlm_weight: weight of the model's (shaped) reward in the final reward.
+        env_weight: weight of the environment's own reward (FuRL-style mixing); 0 ignores it.
+    """
+
+    def __init__(
+        self,
+        scale: float = 1.0,
+        offset: float = 0.0,
+        standardize: bool = False,
+        vlm_weight: float = 1.0,
+        env_weight: float = 0.0,
+    ) -> None:
+        super().__init__(in_keys=[PIXELS], out_keys=[REWARD])
+        for name, value in (
+            ("scale", scale),
+            ("offset", offset),
+            ("vlm_weight", vlm_weight),
+            ("env_weight", env_weight),
+        ):
+            if not math.isfinite(value):
+                raise ValueError(f"{type(self).__name__}: {name}={value} must be a finite number.")
+        self.scale = scale
+        self.offset = offset
+        self.standardize = standardize
+        self.vlm_weight = vlm_weight
+        self.env_weight = env_weight
+        self.reward_statistics = RunningMeanStd()
+
+    def compute_reward(self, steps: TensorDictBase) -> torch.Tensor:
+        """Raw rewards ``[M]`` (float32) for a flat TensorDict of ``M`` next-step entries."""
+        raise NotImplementedError
+
+    def shape_reward(self, raw: torch.Tensor, env_reward: torch.Tensor | None) -> torch.Tensor:
+        """Apply scale, offset, standardisation and env-reward mixing to ``[M]`` raw rewards."""
+        reward = raw * self.scale + self.offset
+        if self.standardize:
+            if self.training:
+                self.reward_statistics.update(reward)
+            reward = self.reward_statistics.standardize(reward)
+        if self.vlm_weight != 1.0:
+            reward = reward * self.vlm_weight
+        if self.env_weight != 0.0:
+            if env_reward is None:
+                raise KeyError(
+                    f"{type(self).__name__}: env_weight={self.env_weight} needs the environment's "
+                    f"reward under {REWARD!r}, which the data does not have."
+                )
+            reward = reward + self.env_weight * env_reward.to(reward)
+        return reward
+
+    def _call(self, next_tensordict: TensorDictBase) -> TensorDictBase:
+        batch_shape = next_tensordict.batch_size
+        env_reward = next_tensordict.get(REWARD, None)
+        steps = next_tensordict.reshape(-1) if len(batch_shape) != 1 else next_tensordict
+        flat_env_reward = None if env_reward is None else env_reward.reshape(steps.numel())
+        raw = self.compute_reward(steps)
+        reward = self.shape_reward(raw.float(), flat_env_reward)
+        device = env_reward.device if env_reward is not None else next_tensordict.device
+        reward = reward.reshape(*batch_shape, 1).to(device)
+        # Keep the env's reward once: applying a reward model twice must not overwrite it.
+        if env_reward is not None and GT_REWARD not in next_tensordict.keys():
+            next_tensordict.set(GT_REWARD, env_reward)
+        next_tensordict.set(REWARD, reward)
+        return next_tensordict
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Reward a collected batch: writes into ``tensordict["next"]`` (or the root if absent)."""
+        next_tensordict = tensordict.get(NEXT, None)
+        self._call(next_tensordict if next_tensordict is not None else tensordict)
+        return tensordict
+
+    def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
+        return self._call(next_tensordict)
+
+    def _reset(
+        self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase
+    ) -> TensorDictBase:
+        # gt_reward is part of the observation spec, so reset states carry it too (as zeros,
+        # like RewardSum's episode_reward), keeping reset and step outputs stackable.
+        if self.parent is not None and GT_REWARD not in tensordict_reset.keys():
+            tensordict_reset.set(GT_REWARD, self.parent.full_reward_spec[REWARD].zero())
+        return tensordict_reset
+
+    def transform_reward_spec(self, reward_spec: Composite) -> Composite:
+        env_spec = reward_spec[REWARD]
+        reward_spec[REWARD] = Unbounded(
+            shape=env_spec.shape, dtype=torch.float32, device=env_spec.device
+        )
+        return reward_spec
+
+    def transform_observation_spec(self, observation_spec: Composite) -> Composite:
+        # The env's reward stays visible as an observation-like entry (as RewardSum does).
+        observation_spec[GT_REWARD] = self.parent.full_reward_spec[REWARD].clone()
+        return observation_spec
+
+    def extra_repr(self) -> str:
+        return (
+            f"scale={self.scale}, offset={self.offset}, standardize={self.standardize}, "
+            f"vlm_weight={self.vlm_weight}, env_weight={self.env_weight}"
+        )
+
+
+class GroundTruthReward(RewardTransform):
+    """Passes the environment's own reward through (with optional shaping): the baseline.
+
+    Keeps the same bookkeeping as the VLM rewards (``gt_reward`` is written), so runs with a
+    ground-truth reward log and evaluate exactly like VLM runs.
+    """
+
+    def compute_reward(self, steps: TensorDictBase) -> torch.Tensor:
+        env_reward = steps.get(REWARD, None)
+        if env_reward is None:
+            raise KeyError(f"{type(self).__name__}: the data has no environment reward {REWARD!r}.")
+        return env_reward.reshape(steps.numel()).float()
+
+    def shape_reward(self, raw: torch.Tensor, env_reward: torch.Tensor | None) -> torch.Tensor:
+        # The "model" reward is the env reward itself; mixing it in again would double count.
+        reward = raw * self.scale + self.offset
+        if self.standardize:
+            if self.training:
+                self.reward_statistics.update(reward)
+            reward = self.reward_statistics.standardize(reward)
+        return reward * self.vlm_weight
+
+
+class VLMReward(RewardTransform):
+    """Base class of rewards computed by a vision-language model from rendered frames.
+
+    Frames ``("next", "pixels")`` (uint8 ``[..., H, W, 3]``) are embedded ``batch_size`` at a
+    time; :meth:`reward_from_embeddings` turns each chunk of normalised image embeddings
+    ``[b, D]`` into rewards ``[b]``. Prompt embeddings are computed once, here, and kept as
+    buffers: ``goal_prompt_embeddings`` ``[G, D]``, ``baseline_prompt_embeddings`` ``[B, D]``,
+    ``negative_prompt_embeddings`` ``[K, D]`` and the paper's means ``goal_embedding`` and
+    ``baseline_embedding`` ``[D]``.
+
+    To define a new reward, subclass and override :meth:`reward_from_embeddings` only.
+
+    Args:
+        model: open_clip architecture (``"ViT-bigG-14"``), ``"hf-hub:org/repo"``, a model folder,
+            or an embedded model name (``"vlmrm-tiny"`` where shipped).
+        pretrained: open_clip pretrained tag (``"laion2b_s39b_b160k"``) or a checkpoint file;
+            ``None`` for random weights (tests) or for hub ids and folders.
+        goal_prompts: sentences describing the goal; their embeddings are averaged.
+        baseline_prompts: sentences describing the environment without the goal.
+        negative_prompts: extra sentences the goal competes against (softmax reward).
+        cache_dir: weights cache folder.
+        device: device for the VLM; ``None`` picks ``"cuda"`` when available, else ``"cpu"``.
+        dtype: VLM precision, ``"float32"``, ``"bfloat16"`` (fast on recent CPUs and GPUs) or
+            ``"float16"`` (GPU only).
+        batch_size: frames embedded per forward pass; bounds activation memory.
+        scale, offset, standardize, vlm_weight, env_weight: see :class:`RewardTransform`.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        goal_prompts: Sequence[str],
+        baseline_prompts: Sequence[str] = (),
+        negative_prompts: Sequence[str] = (),
+        pretrained: str | None = None,
+        cache_dir: str | None = None,
+        device: str | None = None,
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        batch_size: int = 64,
+        scale: float = 1.0,
+        offset: float = 0.0,
+        standardize: bool = False,
+        vlm_weight: float = 1.0,
+        env_weight: float = 0.0,
+    ) -> None:
+        super().__init__(scale, offset, standardize, vlm_weight, env_weight)
+        self.goal_prompts = _check_prompts(goal_prompts, "goal_prompts", required=True)
+        self.baseline_prompts = _check_prompts(baseline_prompts, "baseline_prompts")
+        self.negative_prompts = _check_prompts(negative_prompts, "negative_prompts")
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be a positive integer.")
+        self.batch_size = int(batch_size)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.backbone = VLMBackbone(model, pretrained, cache_dir, device, dtype)
+        self._register_prompts()
+
+    def _register_prompts(self) -> None:
+        embed = self.backbone.embed_prompts
+        width = self.backbone.embed_prompts(self.goal_prompts[:1]).shape[-1]
+        empty = torch.zeros((0, width), device=self.backbone.device)
+
+        def register(name: str, value: torch.Tensor) -> None:
+            # Non-persistent: a checkpoint must not override the prompts of the current config.
+            self.register_buffer(name, value.clone(), persistent=False)
+
+        register("goal_prompt_embeddings", embed(self.goal_prompts))
+        register(
+            "baseline_prompt_embeddings",
+            embed(self.baseline_prompts) if self.baseline_prompts else empty,
+        )
+        register(
+            "negative_prompt_embeddings",
+            embed(self.negative_prompts) if self.negative_prompts else empty,
+        )
+        register("goal_embedding", mean_prompt_embedding(self.goal_prompt_embeddings))
+        baseline = (
+            mean_prompt_embedding(self.baseline_prompt_embeddings)
+            if self.baseline_prompts
+            else torch.zeros(width, device=self.backbone.device)
+        )
+        register("baseline_embedding", baseline)
+
+    def reward_from_embeddings(self, image_embeddings: torch.Tensor) -> torch.Tensor:
+        """Normalised image embeddings ``[M, D]`` (float32) -> rewards ``[M]``. Override this."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must override reward_from_embeddings(image_embeddings)."
+        )
+
+    def compute_reward(self, steps: TensorDictBase) -> torch.Tensor:
+        frames = steps.get(PIXELS, None)
+        if frames is None:
+            raise KeyError(
+                f"{type(self).__name__}: the data has no {PIXELS!r} entry to score; the "
+                "environment must render frames (uint8 [H, W, 3])."
+            )
+        return self.rewards_for_frames(frames)
+
+    def rewards_for_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Raw (unshaped) rewards ``[B]`` for uint8 frames ``[B, H, W, 3]`` or ``[B, 3, H, W]``."""
+        to_channels_first(frames)  # validates dtype and shape with a clear message
+        with torch.inference_mode():
+            rewards = self.backbone.embed_frames_chunked(
+                frames, self.batch_size, on_chunk=self.reward_from_embeddings
+            )
+        # Leave inference mode: the rewards go on into replay buffers and loss computations.
+        return rewards.clone()
+
+    def direction_norm(self) -> float:
+        """``||g - b||``: near zero when goal and baseline prompts embed to the same point."""
+        return float((self.goal_embedding - self.baseline_embedding).norm())
+
+
+class CLIPReward(VLMReward):
+    """The paper's CLIP reward and its variants, chosen by ``kind``.
+
+    - ``"projection"``: ``R(s) = 1 - 0.5 ||(s - g) P||^2`` with the goal-baseline projection
+      ``P = alpha d d^T / ||d||^2 + (1 - alpha) I``; ``alpha = 0`` is the plain CLIP reward
+      (``g . s`` up to a constant when the goal has a single prompt).
+    - ``"baseline_subtracted"``: ``g . s - b . s``.
+    - ``"softmax"``: probability of the goal against the baseline and ``negative_prompts`` at
+      the model's logit scale (goal and baseline means re-normalised, as in CLIP zero-shot
+      classification).
+
+    Args:
+        alpha: goal-baseline regularisation strength in [0, 1] (``kind="projection"``).
+        kind: which formula; see above.
+        Other arguments: see :class:`VLMReward`.
+    """
+
+    KINDS: tuple[str, ...] = ("projection", "baseline_subtracted", "softmax")
+
+    def __init__(
+        self,
+        model: str,
+        goal_prompts: Sequence[str],
+        baseline_prompts: Sequence[str] = (),
+        alpha: float = 0.0,
+        kind: Literal["projection", "baseline_subtracted", "softmax"] = "projection",
+        negative_prompts: Sequence[str] = (),
+        pretrained: str | None = None,
+        cache_dir: str | None = None,
+        device: str | None = None,
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        batch_size: int = 64,
+        scale: float = 1.0,
+        offset: float = 0.0,
+        standardize: bool = False,
+        vlm_weight: float = 1.0,
+        env_weight: float = 0.0,
+    ) -> None:
+        # Validate cheap arguments before loading a possibly huge model.
+        if kind not in self.KINDS:
+            raise ValueError(
+                f"{type(self).__name__}: unknown kind={kind!r}; use one of {self.KINDS}."
+            )
+        if not (isinstance(alpha, int | float) and 0.0 <= alpha <= 1.0):
+            raise ValueError(
+                f"alpha={alpha} is outside [0, 1]; 0 is the plain CLIP reward, 1 keeps only the "
+                "goal-baseline direction."
+            )
+        self.alpha = float(alpha)
+        self.kind = kind
+        if self._needs_baseline() and not list(baseline_prompts):
+            raise ValueError(
+                f"{type(self).__name__}(kind={kind!r}, alpha={alpha}) needs baseline_prompts, got "
+                "an empty list; give a sentence for the scene without the goal (the paper uses "
+                "e.g. 'a humanoid robot')."
+            )
+        super().__init__(
+            model,
+            goal_prompts,
+            baseline_prompts,
+            negative_prompts,
+            pretrained,
+            cache_dir,
+            device,
+            dtype,
+            batch_size,
+            scale,
+            offset,
+            standardize,
+            vlm_weight,
+            env_weight,
+        )
+        if self._needs_baseline() and self.direction_norm() < ZERO_DIRECTION_TOLERANCE:
+            raise ValueError(
+                f"Goal prompts {self.goal_prompts} and baseline prompts {self.baseline_prompts} "
+                f"give the same embedding under {self.backbone.name!r} (||g - b|| = "
+                f"{self.direction_norm():.2e}), so there is no goal direction; make the goal "
+                "and baseline sentences differ, or set alpha=0."
+            )
+
+    def _needs_baseline(self) -> bool:
+        return self.kind != "projection" or self.alpha > 0
+
+    def reward_from_embeddings(self, image_embeddings: torch.Tensor) -> torch.Tensor:
+        if self.kind == "projection":
+            return goal_baseline_projection_reward(
+                image_embeddings, self.goal_embedding, self.baseline_embedding, self.alpha
+            )
+        if self.kind == "baseline_subtracted":
+            return baseline_subtracted_reward(
+                image_embeddings, self.goal_embedding, self.baseline_embedding
+            )
+        if self.kind == "softmax":
+            classes = torch.cat(
+                [
+                    torch.stack([self.goal_embedding, self.baseline_embedding]),
+                    self.negative_prompt_embeddings,
+                ]
+            )
+            classes = torch.nn.functional.normalize(classes, dim=-1)
+            return prompt_softmax_reward(image_embeddings, classes, self.backbone.logit_scale)
+        return self._other_kind(image_embeddings)
+
+    def _other_kind(self, image_embeddings: torch.Tensor) -> torch.Tensor:
+        raise ValueError(f"Unknown kind {self.kind!r}.")
+
+    def extra_repr(self) -> str:
+        return (
+            f"model={self.backbone.name!r}, kind={self.kind!r}, alpha={self.alpha}, "
+            f"goal_prompts={self.goal_prompts}, baseline_prompts={self.baseline_prompts}, "
+            + super().extra_repr()
+        )
+
+
+class SigLIPReward(CLIPReward):
+    """Rewards from a SigLIP model (``hf-hub:timm/ViT-B-16-SigLIP`` and friends).
+
+    SigLIP's tokenizer and image normalisation come with the model's config, so loading goes
+    through the same path as CLIP. Besides the CLIP kinds, ``kind="sigmoid"`` (the default)
+    gives SigLIP's calibrated probability that the frame matches the goal,
+    ``sigmoid(logit_scale * g_i . s + logit_bias)`` averaged over goal prompts.
+    """
+
+    KINDS = (*CLIPReward.KINDS, "sigmoid")
+
+    def __init__(
+        self,
+        model: str,
+        goal_prompts: Sequence[str],
+        baseline_prompts: Sequence[str] = (),
+        alpha: float = 0.0,
+        kind: Literal["sigmoid", "projection", "baseline_subtracted", "softmax"] = "sigmoid",
+        negative_prompts: Sequence[str] = (),
+        pretrained: str | None = None,
+        cache_dir: str | None = None,
+        device: str | None = None,
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        batch_size: int = 64,
+        scale: float = 1.0,
+        offset: float = 0.0,
+        standardize: bool = False,
+        vlm_weight: float = 1.0,
+        env_weight: float = 0.0,
+    ) -> None:
+        super().__init__(
+            model,
+            goal_prompts,
+            baseline_prompts,
+            alpha,
+            kind,
+            negative_prompts,
+            pretrained,
+            cache_dir,
+            device,
+            dtype,
+            batch_size,
+            scale,
+            offset,
+            standardize,
+            vlm_weight,
+            env_weight,
+        )
+        if kind == "sigmoid" and self.backbone.logit_bias is None:
+            raise ValueError(
+                f"{self.backbone.name!r} has no logit_bias, so it is not a SigLIP model and has no "
+                "calibrated sigmoid; use CLIPReward, or a SigLIP model such as "
+                "'hf-hub:timm/ViT-B-16-SigLIP'."
+            )
+
+    def _needs_baseline(self) -> bool:
+        return self.kind != "sigmoid" and super()._needs_baseline()
+
+    def _other_kind(self, image_embeddings: torch.Tensor) -> torch.Tensor:
+        return sigmoid_reward(
+            image_embeddings,
+            self.goal_prompt_embeddings,
+            self.backbone.logit_scale,
+            self.backbone.logit_bias,
+        )
+
+
+def _check_prompts(prompts: Sequence[str], name: str, required: bool = False) -> list[str]:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if required and not prompts:
+        raise ValueError(f"{name} is empty; give at least one sentence describing the goal.")
+    for prompt in prompts:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"{name} must be non-empty strings, got {prompt!r}.")
+    return prompts
