@@ -1,0 +1,162 @@
+"""`EnvConfig`: every environment knob, as constructor arguments LightningCLI can fill from YAML."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "CAMERA_KEYS",
+    "CLASSIC_EPISODE_LENGTH",
+    "HUMANOID_CAMERA",
+    "HUMANOID_EPISODE_LENGTH",
+    "HUMANOID_RENDER_SIZE",
+    "HUMANOID_TASKS",
+    "PAPER_ENVS",
+    "EnvConfig",
+]
+
+# Paper-variant environments, by the name used in configs.
+PAPER_ENVS: tuple[str, ...] = ("Humanoid", "CartPole", "MountainCarContinuous", "Pendulum")
+
+# Humanoid poses with a programmatic success detector (vlmrm.envs.humanoid).
+HUMANOID_TASKS: tuple[str, ...] = (
+    "kneeling",
+    "lotus",
+    "standing",
+    "arms_raised",
+    "splits",
+    "hands_on_hips",
+    "arms_crossed",
+    "one_leg",
+)
+
+# Paper facts (see shared/PAPER.md): Humanoid 480x480, 100 steps; classic control 400x600, 200.
+HUMANOID_RENDER_SIZE = (480, 480)
+CLASSIC_RENDER_SIZE = (400, 600)
+HUMANOID_EPISODE_LENGTH = 100
+CLASSIC_EPISODE_LENGTH = 200
+
+# The paper's fixed humanoid camera: track body 1 (the torso) from 3.5 m, looking at the point
+# 1 m above the torso's ground position, 10 degrees from above, from the front (azimuth 180).
+HUMANOID_CAMERA: dict[str, Any] = {
+    "type": "tracking",
+    "trackbodyid": 1,
+    "distance": 3.5,
+    "lookat": (0.0, 0.0, 1.0),
+    "elevation": -10.0,
+    "azimuth": 180.0,
+}
+
+# Keys accepted in `EnvConfig.camera` (attributes of mujoco.MjvCamera, plus "name" for a camera
+# defined in the model XML).
+CAMERA_KEYS: tuple[str, ...] = (
+    "type",
+    "trackbodyid",
+    "fixedcamid",
+    "name",
+    "distance",
+    "lookat",
+    "elevation",
+    "azimuth",
+    "orthographic",
+)
+CAMERA_TYPES: tuple[str, ...] = ("free", "tracking", "fixed")
+
+
+def _positive_or_none(name: str, value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"EnvConfig.{name} must be a positive integer or None, got {value!r}.")
+
+
+@dataclass
+class EnvConfig:
+    """Which environment to build and how to render it.
+
+    The paper variants are selected by short names; any other gymnasium id that supports
+    ``render_mode="rgb_array"`` works too (frames are rendered with MuJoCo directly for MuJoCo
+    envs, or by gymnasium and resized otherwise).
+
+    Args:
+        env_id: ``"Humanoid"``, ``"CartPole"``, ``"MountainCarContinuous"``, ``"Pendulum"``
+            (the paper variants), or any registered gymnasium id (e.g. ``"Hopper-v5"``).
+        render_height: frame height in pixels; ``None`` = the paper's size (480 for Humanoid,
+            400 for classic control, 480 for other MuJoCo envs, the env's native size
+            otherwise).
+        render_width: frame width in pixels; ``None`` = the paper's size (480 / 600).
+        episode_length: steps before ``truncated``; ``None`` = paper default (Humanoid 100,
+            classic control 200, otherwise the gymnasium registration's limit).
+        task: Humanoid pose whose success detector fills ``"success"``: one of
+            ``kneeling, lotus, standing, arms_raised, splits, hands_on_hips, arms_crossed,
+            one_leg``. ``None`` = no success signal (``"success"`` is then always False).
+        textured: the paper's realistic look: Humanoid with sky, tiled floor without
+            reflections, textured robot and brighter light; MountainCar drawn with a sky, a
+            rocky mountain, a car and a yellow flag. ``False`` = gymnasium's stock look.
+            ``None`` = the paper's choice: textured where such a look exists (Humanoid,
+            MountainCarContinuous), stock elsewhere. ``True`` on an env without a textured
+            look is an error.
+        camera: MuJoCo camera override, merged over the env's default (the paper's camera for
+            Humanoid). Keys: ``type`` ("free" | "tracking" | "fixed"), ``trackbodyid``,
+            ``fixedcamid``, ``name`` (a camera in the model), ``distance``, ``lookat`` (x, y,
+            z), ``elevation``, ``azimuth`` (degrees), ``orthographic``. MuJoCo envs only.
+        shadows: render shadows (MuJoCo only). Off by default: they cost about 3x the render
+            time on a software renderer and the paper's look does not need them.
+        reflections: render floor reflections (MuJoCo only). ``None`` = off when textured
+            (the paper removes them), on for the stock look.
+        env_kwargs: extra keyword arguments for the gymnasium env constructor
+            (``gymnasium.make``), e.g. ``{"reset_noise_scale": 0.05}``.
+    """
+
+    env_id: str = "Humanoid"
+    render_height: int | None = None
+    render_width: int | None = None
+    episode_length: int | None = None
+    task: str | None = None
+    textured: bool | None = None
+    camera: dict[str, Any] | None = None
+    shadows: bool = False
+    reflections: bool | None = None
+    env_kwargs: dict[str, Any] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        _positive_or_none("render_height", self.render_height)
+        _positive_or_none("render_width", self.render_width)
+        _positive_or_none("episode_length", self.episode_length)
+        if self.task is not None:
+            if self.env_id != "Humanoid":
+                raise ValueError(
+                    f"EnvConfig.task={self.task!r} selects a Humanoid pose, but env_id is "
+                    f"{self.env_id!r}. Classic-control envs define success themselves; set "
+                    "task=None, or use env_id='Humanoid'."
+                )
+            if self.task not in HUMANOID_TASKS:
+                close = difflib.get_close_matches(self.task, HUMANOID_TASKS, n=3, cutoff=0.4)
+                hint = f" Did you mean {close}?" if close else ""
+                raise ValueError(
+                    f"Unknown humanoid task {self.task!r}.{hint} Known tasks: "
+                    f"{', '.join(HUMANOID_TASKS)}."
+                )
+        if self.camera is not None:
+            if not isinstance(self.camera, dict):
+                raise TypeError(f"EnvConfig.camera must be a dict or None, got {self.camera!r}.")
+            unknown = sorted(set(self.camera) - set(CAMERA_KEYS))
+            if unknown:
+                raise ValueError(
+                    f"Unknown camera key(s) {unknown} in EnvConfig.camera. Valid keys: "
+                    f"{', '.join(CAMERA_KEYS)}."
+                )
+            cam_type = self.camera.get("type")
+            if cam_type is not None and cam_type not in CAMERA_TYPES:
+                raise ValueError(
+                    f"EnvConfig.camera['type']={cam_type!r} is not one of {CAMERA_TYPES}."
+                )
+            lookat = self.camera.get("lookat")
+            if lookat is not None and len(lookat) != 3:
+                raise ValueError(f"EnvConfig.camera['lookat'] needs 3 numbers, got {lookat!r}.")
+        if self.env_kwargs is not None and not isinstance(self.env_kwargs, dict):
+            raise TypeError(
+                f"EnvConfig.env_kwargs must be a dict or None, got {self.env_kwargs!r}."
+            )

@@ -1,0 +1,325 @@
+"""Tests for vlmrm.envs: real gymnasium envs, real MuJoCo rendering (EGL/OSMesa) at tiny sizes."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from vlmrm import keys
+from vlmrm.envs import (
+    EnvConfig,
+    RenderBackendError,
+    env_defines_success,
+    make_env,
+    make_gym_env,
+    render_backend,
+)
+from vlmrm.envs.humanoid import HumanoidPoseDetector
+
+SMALL = {"render_height": 48, "render_width": 40}
+
+FRAME_CONFIGS = {
+    "humanoid_textured": EnvConfig("Humanoid", task="kneeling", **SMALL),
+    "humanoid_stock": EnvConfig("Humanoid", textured=False, **SMALL),
+    "cartpole": EnvConfig("CartPole", **SMALL),
+    "mountaincar_textured": EnvConfig("MountainCarContinuous", **SMALL),
+    "mountaincar_stock": EnvConfig("MountainCarContinuous", textured=False, **SMALL),
+    "pendulum": EnvConfig("Pendulum", **SMALL),
+    "other_mujoco_id": EnvConfig("Hopper-v5", **SMALL),
+}
+
+
+@pytest.mark.parametrize("name", list(FRAME_CONFIGS))
+def test_rollout_keys_shapes_dtypes(name: str) -> None:
+    config = FRAME_CONFIGS[name]
+    env = make_env(config, num_envs=1, seed=0)
+    try:
+        td = env.rollout(3)
+    finally:
+        env.close()
+    nxt = td[keys.NEXT]
+    assert td.batch_size == torch.Size([1, 3])
+    assert nxt[keys.PIXELS].shape == (1, 3, 48, 40, 3)
+    assert nxt[keys.PIXELS].dtype == torch.uint8
+    assert td[keys.PIXELS].shape == (1, 3, 48, 40, 3)  # the reset frame too
+    assert nxt[keys.PIXELS].float().std() > 0  # not a blank frame
+    assert nxt[keys.OBSERVATION].dtype == torch.float32
+    assert nxt[keys.REWARD].shape == (1, 3, 1)
+    assert nxt[keys.REWARD].dtype == torch.float32
+    for key in (keys.DONE, keys.TERMINATED, keys.TRUNCATED, keys.SUCCESS):
+        assert nxt[key].shape == (1, 3, 1) and nxt[key].dtype == torch.bool
+    assert nxt[keys.PROGRESS].shape == (1, 3, 1)
+    assert nxt[keys.PROGRESS].dtype == torch.float32
+    assert not nxt[keys.TERMINATED].any()
+
+
+def test_action_specs() -> None:
+    cartpole = make_env(EnvConfig("CartPole", **SMALL))
+    humanoid = make_env(EnvConfig("Humanoid", **SMALL))
+    try:
+        # Discrete envs use categorical (index) actions, shape [] per env.
+        assert cartpole.action_spec.dtype == torch.int64
+        assert cartpole.action_spec.shape == (1,)
+        assert cartpole.action_spec.space.n == 2
+        assert humanoid.action_spec.shape == (1, 17)
+        assert torch.allclose(humanoid.action_spec.space.high, torch.full((1, 17), 0.4))
+    finally:
+        cartpole.close()
+        humanoid.close()
+
+
+def test_truncation_and_auto_reset() -> None:
+    env = make_env(EnvConfig("Pendulum", episode_length=3, **SMALL), num_envs=2, seed=1)
+    try:
+        td = env.rollout(7, break_when_any_done=False)
+    finally:
+        env.close()
+    truncated = td[keys.NEXT, keys.TRUNCATED][..., 0]
+    expected = torch.tensor([False, False, True] * 2 + [False])
+    assert torch.equal(truncated, expected.expand(2, 7))
+    assert torch.equal(td[keys.NEXT, keys.DONE], td[keys.NEXT, keys.TRUNCATED])
+    assert not td[keys.NEXT, keys.TERMINATED].any()
+
+
+def test_textured_and_stock_humanoid_differ() -> None:
+    frames = []
+    for textured in (True, False):
+        env = make_gym_env(EnvConfig("Humanoid", textured=textured, **SMALL), seed=0)
+        frames.append(env.render().astype(np.int16))
+        env.close()
+    assert np.abs(frames[0] - frames[1]).mean() > 10
+
+
+def test_camera_setting_changes_frame() -> None:
+    frames = []
+    for camera in (None, {"azimuth": 90.0}, {"distance": 6.0}):
+        env = make_gym_env(EnvConfig("Humanoid", camera=camera, **SMALL), seed=0)
+        frames.append(env.render().astype(np.int16))
+        env.close()
+    assert np.abs(frames[0] - frames[1]).mean() > 2
+    assert np.abs(frames[0] - frames[2]).mean() > 2
+
+
+def test_shadows_and_reflections_options_render() -> None:
+    config = EnvConfig("Humanoid", textured=False, shadows=True, reflections=False, **SMALL)
+    env = make_gym_env(config, seed=0)
+    frame = env.render()
+    env.close()
+    assert frame.shape == (48, 40, 3)
+
+
+def test_cartpole_never_terminates_and_success_matches_thresholds() -> None:
+    env = make_gym_env(EnvConfig("CartPole", episode_length=120, **SMALL), seed=0)
+    obs, info = env.reset(seed=0)
+    successes = []
+    for t in range(120):
+        obs, reward, terminated, truncated, info = env.step(1)  # always push right: it falls
+        x, _, theta, _ = (float(v) for v in env.unwrapped.state)  # float64, unlike obs
+        assert float(obs[2]) == pytest.approx(theta, abs=1e-6)
+        assert not terminated
+        assert truncated == (t == 119)
+        assert -math.pi <= theta <= math.pi
+        assert abs(x) <= 2.4
+        inside = abs(x) <= 2.4 and abs(theta) <= 12 * 2 * math.pi / 360
+        assert info["success"] == inside
+        assert reward == float(inside)
+        assert info["progress"] == pytest.approx(theta)
+        successes.append(info["success"])
+    assert successes[0] and not all(successes)  # it did fall, and the episode went on
+    env.close()
+
+
+def test_mountaincar_goal_is_absorbing() -> None:
+    env = make_gym_env(EnvConfig("MountainCarContinuous", episode_length=200, **SMALL), seed=0)
+    env.reset(seed=0)
+    env.unwrapped.state = np.array([0.44, 0.05])  # about to reach the flag at 0.45
+    _, reward, terminated, _, info = env.step(np.array([1.0], dtype=np.float32))
+    assert info["success"] and not terminated and reward > 90
+    goal_position = info["progress"]
+    for _ in range(20):
+        obs, reward, terminated, truncated, info = env.step(np.array([-1.0], dtype=np.float32))
+        assert info["success"] and not terminated and not truncated
+        assert reward == 0.0
+        assert float(obs[0]) == pytest.approx(goal_position)
+    env.close()
+
+
+def test_pendulum_success() -> None:
+    env = make_gym_env(EnvConfig("Pendulum", **SMALL), seed=0)
+    env.reset(seed=0)
+    for theta, expected in ((0.05, True), (2 * math.pi - 0.05, True), (0.5, False)):
+        env.unwrapped.state = np.array([theta, 0.0])
+        _, _, _, _, info = env.step(np.zeros(1, dtype=np.float32))
+        assert info["success"] == expected
+    env.close()
+
+
+def test_humanoid_pose_detectors_on_initial_pose() -> None:
+    env = make_gym_env(EnvConfig("Humanoid", task="standing", **SMALL))
+    _, info = env.reset(seed=0)
+    assert info["success"]  # starts standing
+    assert info["progress"] == pytest.approx(1.4, abs=0.05)  # torso height
+    detector = HumanoidPoseDetector(env.unwrapped.model)
+    verdicts = {task: detector(task, env.unwrapped.data) for task in detector.checks}
+    assert verdicts["standing"]
+    for pose in ("kneeling", "lotus", "arms_raised", "splits", "one_leg", "arms_crossed"):
+        assert not verdicts[pose], pose
+    env.close()
+
+
+def test_env_defines_success() -> None:
+    assert env_defines_success(EnvConfig("Humanoid", task="splits"))
+    assert not env_defines_success(EnvConfig("Humanoid"))
+    assert env_defines_success(EnvConfig("CartPole"))
+    assert not env_defines_success(EnvConfig("Hopper-v5"))
+
+
+def test_seeds_distinct_per_env_and_reproducible() -> None:
+    config = EnvConfig("Pendulum", **SMALL)
+    first = make_env(config, num_envs=2, seed=5)
+    second = make_env(config, num_envs=2, seed=5)
+    try:
+        a, b = first.reset(), second.reset()
+    finally:
+        first.close()
+        second.close()
+    assert torch.equal(a[keys.OBSERVATION], b[keys.OBSERVATION])
+    assert not torch.equal(a[keys.OBSERVATION][0], a[keys.OBSERVATION][1])
+
+
+def _processes() -> list[tuple[int, int, int, str]]:
+    """(pid, ppid, process group, cmdline) of every process, zombies included, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        found.append((int(entry), int(fields[1]), int(fields[2]), cmdline))
+    return found
+
+
+def _child_pids() -> set[int]:
+    """Children of this process, except multiprocessing's resource tracker (a per-interpreter
+    helper shared by every spawned process, which exits with its parent)."""
+    return {
+        pid
+        for pid, ppid, _, cmd in _processes()
+        if ppid == os.getpid() and "resource_tracker" not in cmd
+    }
+
+
+def test_parallel_env_distinct_frames_and_clean_shutdown() -> None:
+    before = _child_pids()
+    env = make_env(EnvConfig("Humanoid", **SMALL), num_envs=2, seed=0, parallel=True)
+    try:
+        td = env.rollout(2)
+        assert td[keys.NEXT, keys.PIXELS].shape == (2, 2, 48, 40, 3)
+        frames = td[keys.NEXT, keys.PIXELS][:, -1].to(torch.int16)
+        assert (frames[0] - frames[1]).abs().sum() > 0  # different seeds, different states
+        assert len(_child_pids() - before) >= 2
+    finally:
+        env.close()
+    assert multiprocessing.active_children() == []
+    assert _child_pids() - before == set()  # no worker, alive or zombie
+
+
+_CTRL_C_SCRIPT = """
+import sys
+from vlmrm.envs import EnvConfig, make_env
+
+if __name__ == "__main__":
+    env = make_env(EnvConfig("Pendulum", render_height=16, render_width=16), num_envs=2,
+                   parallel=True)
+    print("ready", flush=True)
+    while True:
+        env.rollout(5)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_no_process_behind(tmp_path) -> None:
+    """Ctrl-C (SIGINT to the whole foreground process group, as a terminal sends it) during a
+    parallel rollout: the trainer process and all its workers must exit, leaving no orphan."""
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(_CTRL_C_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # its own process group, so we can signal it like a terminal
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        group = proc.pid
+        assert len([p for p in _processes() if p[2] == group]) >= 3  # main + 2 workers
+        os.killpg(group, signal.SIGINT)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while [p for p in _processes() if p[2] == group] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [p for p in _processes() if p[2] == group] == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"env_id": "Humanoidd"}, "Close matches: .*Humanoid"),
+        ({"env_id": "Humanoid", "render_height": 0}, "render_height"),
+        ({"env_id": "Humanoid", "render_width": -5}, "render_width"),
+        ({"env_id": "Humanoid", "episode_length": 0}, "episode_length"),
+        ({"env_id": "Humanoid", "camera": {"azimut": 90}}, "Unknown camera key.*azimut"),
+        ({"env_id": "Humanoid", "camera": {"type": "orbit"}}, "orbit"),
+        ({"env_id": "Humanoid", "task": "kneel"}, "Did you mean.*kneeling"),
+        ({"env_id": "CartPole", "task": "kneeling"}, "selects a Humanoid pose"),
+        ({"env_id": "CartPole", "textured": True}, "no textured look"),
+        ({"env_id": "CartPole", "camera": {"azimuth": 90}}, "only apply to MuJoCo"),
+    ],
+)
+def test_bad_config_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make_gym_env(EnvConfig(**kwargs))
+
+
+def test_bad_num_envs() -> None:
+    with pytest.raises(ValueError, match="num_envs"):
+        make_env(EnvConfig("Pendulum"), num_envs=0)
+
+
+def test_backend_error_lists_tries_and_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(render_backend, "_SELECTED", None)
+    monkeypatch.setattr(render_backend, "_USER_SET", False)
+    monkeypatch.setattr(
+        render_backend, "_TRIED", {"egl": "OSError: no EGL device", "osmesa": "OSError: nope"}
+    )
+    monkeypatch.setattr(render_backend, "select_backend", lambda: None)
+    with pytest.raises(RenderBackendError) as info:
+        render_backend.require_backend()
+    message = str(info.value)
+    assert "egl: OSError: no EGL device" in message
+    assert "osmesa" in message
+    assert "apt-get install" in message
+
+
+def test_backend_selected_and_exported() -> None:
+    assert os.environ["MUJOCO_GL"] == render_backend.select_backend()
+    assert "MUJOCO_GL=" in render_backend.backend_report()
