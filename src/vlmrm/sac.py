@@ -1,0 +1,653 @@
+"""Soft Actor-Critic as a LightningModule: continuous (tanh-Gaussian) and discrete (categorical).
+
+:class:`SAC` learns from ``[K, B]`` minibatch stacks that the data module samples from the
+replay buffer and performs K updates per ``training_step`` (critic, actor, temperature, soft
+target update), so Lightning's per-step overhead is paid once per K updates. The hot loop never
+synchronises with the host; metrics are averaged over the K updates and logged once.
+
+The maths follows CleanRL's ``sac_continuous_action.py`` (Haarnoja et al. 2018, with automatic
+entropy tuning) and ``sac_atari.py`` (discrete SAC, Christodoulou 2019). Speed comes from the
+twin critics being one ensemble network evaluated with batched matmuls, fused Adam, a single
+``torch._foreach_lerp_`` for the target update and no redundant forward or backward work.
+
+:meth:`SAC.make_policy` returns the TensorDictModule that the collector (stochastic) and the
+evaluation (deterministic) act with; it shares the live actor parameters.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModule
+from torch import Tensor, nn
+
+from vlmrm.keys import ACTION, NEXT, OBSERVATION, REWARD, TERMINATED
+
+__all__ = ["SAC", "ActionRescale", "EnsembleMLP", "SACPolicy", "mlp"]
+
+# CleanRL's bounds on the actor's log standard deviation.
+LOG_STD_MIN = -5.0
+LOG_STD_MAX = 2.0
+HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+LOG_2 = math.log(2.0)
+
+# Metrics of every update, then those of actor updates only (fewer when policy_delay > 1).
+CRITIC_METRICS = ("losses/critic", "charts/q_values", "charts/alpha")
+ACTOR_METRICS = ("losses/actor", "losses/alpha", "charts/entropy")
+
+
+def mlp(in_features: int, hidden_sizes: Sequence[int], out_features: int) -> nn.Sequential:
+    """A ReLU MLP ``[*, in_features] -> [*, out_features]`` (linear output layer)."""
+    layers: list[nn.Module] = []
+    sizes = [in_features, *hidden_sizes]
+    for fan_in, fan_out in itertools.pairwise(sizes):
+        # In place: Linear's backward does not need its output, ReLU's needs only its own.
+        layers += [nn.Linear(fan_in, fan_out), nn.ReLU(inplace=True)]
+    layers.append(nn.Linear(sizes[-1], out_features))
+    return nn.Sequential(*layers)
+
+
+class EnsembleMLP(nn.Module):
+    """``ensemble_size`` independent ReLU MLPs evaluated together with batched matmuls.
+
+    Layer ``i`` holds ``weight_i [E, in, out]`` and ``bias_i [E, 1, out]``, so one
+    ``torch.baddbmm`` computes it for all members: the twin critics cost one kernel per layer
+    instead of two. Each member is initialised like ``nn.Linear`` (uniform in +-1/sqrt(in)).
+
+    Input ``[B, in]`` (shared by all members) or ``[E, B, in]``; output ``[E, B, out]``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_sizes: Sequence[int],
+        out_features: int,
+        ensemble_size: int = 2,
+    ) -> None:
+        super().__init__()
+        self.ensemble_size = ensemble_size
+        sizes = [in_features, *hidden_sizes, out_features]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            bound = 1.0 / math.sqrt(fan_in)
+            self.weights.append(nn.Parameter(torch.empty(ensemble_size, fan_in, fan_out)))
+            self.biases.append(nn.Parameter(torch.empty(ensemble_size, 1, fan_out)))
+            nn.init.uniform_(self.weights[-1], -bound, bound)
+            nn.init.uniform_(self.biases[-1], -bound, bound)
+
+    def forward(self, x: Tensor, detach_params: bool = False) -> Tensor:
+        """``[B, in]`` or ``[E, B, in]`` -> ``[E, B, out]``.
+
+        ``detach_params=True`` lets gradients flow to ``x`` but not to the weights: the actor
+        loss needs dQ/da, not the critic's weight gradients, which would cost a third of the
+        backward pass and then be thrown away.
+        """
+        if x.dim() == 2:
+            x = x.expand(self.ensemble_size, *x.shape)
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            if detach_params:
+                weight, bias = weight.detach(), bias.detach()
+            x = torch.baddbmm(bias, x, weight)
+            if i < last:
+                x = torch.relu_(x)  # safe: baddbmm's backward does not need its output
+        return x
+
+
+class ActionRescale(nn.Module):
+    """Maps tanh-space actions in ``[-1, 1]`` to env units and back: ``env = a * scale + bias``.
+
+    Buffers ``scale``, ``bias`` ``[act_dim]``; a module of its own so the policy can share it.
+    """
+
+    def __init__(self, low: Sequence[float], high: Sequence[float]) -> None:
+        super().__init__()
+        low_t = torch.tensor(list(low), dtype=torch.float32)
+        high_t = torch.tensor(list(high), dtype=torch.float32)
+        self.register_buffer("scale", (high_t - low_t) / 2.0)
+        self.register_buffer("bias", (high_t + low_t) / 2.0)
+
+    def forward(self, squashed: Tensor) -> Tensor:
+        """``[*, act_dim]`` in ``[-1, 1]`` -> env units."""
+        return squashed * self.scale + self.bias
+
+    def inverse(self, action: Tensor) -> Tensor:
+        """``[*, act_dim]`` env units -> ``[-1, 1]``."""
+        return (action.to(self.scale.dtype) - self.bias) / self.scale
+
+
+class SACPolicy(nn.Module):
+    """The acting side of :class:`SAC`: ``observation [*, obs_dim] -> action`` without gradients.
+
+    Continuous: ``action [*, act_dim]`` float in env units, inside ``[action_low, action_high]``
+    (a tanh-Gaussian sample, or ``tanh(mean)`` when deterministic).
+    Discrete: a sample from the categorical policy (argmax when deterministic), encoded as
+    ``one_hot`` (``[*, n]`` int64 0/1, the ``OneHot`` spec ``torchrl.envs.GymEnv`` declares for
+    a ``Discrete`` space) or ``index`` (``[*]`` int64, a ``Categorical(n, shape=())`` spec, as
+    vlmrm's own envs declare), as configured on the SAC module.
+
+    It holds a reference to the module's actor, so it always acts with the current weights.
+    """
+
+    def __init__(self, sac: SAC, deterministic: bool) -> None:
+        super().__init__()
+        self.actor = sac.actor
+        self.discrete = sac.discrete
+        self.deterministic = deterministic
+        self.action_encoding = sac.action_encoding
+        self.rescale = sac.action_rescale
+
+    @torch.no_grad()
+    def forward(self, observation: Tensor) -> Tensor:
+        batch_shape = observation.shape[:-1]
+        flat = observation.reshape(-1, observation.shape[-1]).to(self.rescale.scale.dtype)
+        out = self.actor(flat)
+        if self.discrete:
+            if self.deterministic:
+                index = out.argmax(-1)
+            else:
+                index = torch.multinomial(torch.softmax(out, -1), 1).squeeze(-1)
+            if self.action_encoding == "index":
+                return index.reshape(batch_shape)
+            action = F.one_hot(index, out.shape[-1])  # int64, as GymEnv's OneHot spec
+        else:
+            mean, log_std = out.chunk(2, dim=-1)
+            if self.deterministic:
+                squashed = torch.tanh(mean)
+            else:
+                std = _scaled_log_std(log_std).exp()
+                squashed = torch.tanh(mean + std * torch.randn_like(mean))
+            action = self.rescale(squashed)
+        return action.reshape(*batch_shape, action.shape[-1])
+
+
+def _scaled_log_std(raw: Tensor) -> Tensor:
+    """CleanRL's soft clamp of the actor's log std into ``[LOG_STD_MIN, LOG_STD_MAX]``."""
+    return LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(raw) + 1.0)
+
+
+class SAC(L.LightningModule):
+    """Soft Actor-Critic with twin critics, target critics and automatic entropy tuning.
+
+    Batch format of :meth:`training_step` (a TensorDict ``[K, B]``: K minibatches of B
+    transitions; K SAC updates are performed, one per minibatch)::
+
+        observation              [K, B, obs_dim]  float32
+        action                   continuous: [K, B, act_dim] float in env units
+                                 discrete:   [K, B, n] one-hot (bool/int/float) or [K, B] /
+                                             [K, B, 1] integer index
+        ("next", "observation")  [K, B, obs_dim]  float32
+        ("next", "reward")       [K, B, 1]        float32
+        ("next", "terminated")   [K, B, 1]        bool; bootstrapping stops only here, never on
+                                                  truncation
+
+    Continuous actions are rescaled to ``[-1, 1]`` before they enter the critics, and log-probs
+    (hence the entropy target) are measured in that ``[-1, 1]`` space, as in SB3.
+
+    ``Trainer.global_step`` counts SAC updates (critic steps): ``max_steps=N`` means N gradient
+    updates. The actor and temperature steps do not advance it.
+
+    Args:
+        observation_dim: size of the flat state observation.
+        action_dim: continuous: size of the action vector; discrete: number of actions.
+        discrete: categorical actor and critics with one Q value per action (discrete SAC).
+        action_low: per-dimension lower action bound in env units (continuous only; default -1).
+        action_high: per-dimension upper action bound in env units (continuous only; default 1).
+        hidden_sizes: hidden layer widths of the actor and of each critic.
+        gamma: discount factor.
+        tau: soft target update rate (``target <- target + tau * (online - target)``); 1.0
+            gives a hard copy.
+        actor_lr: Adam learning rate of the actor.
+        critic_lr: Adam learning rate of the twin critics.
+        alpha_lr: Adam learning rate of ``log_alpha`` when the temperature is autotuned.
+        alpha: fixed entropy coefficient (e.g. 0.0 disables the entropy bonus); ``None``
+            autotunes it towards ``target_entropy``, starting from ``init_alpha``.
+        init_alpha: initial temperature when autotuning.
+        target_entropy: entropy the temperature tuning aims for; ``None`` = ``-action_dim``
+            (continuous) or ``0.89 * log(n)`` (discrete, CleanRL's ``-0.89 * log(1 / n)``).
+        policy_delay: update the actor (and temperature) every this many critic updates.
+        target_update_interval: update the target critics every this many critic updates.
+        action_encoding: how discrete policies emit actions, to match the env's action spec:
+            ``"one_hot"`` (``[*, n]`` int64, TorchRL ``OneHot`` as ``GymEnv`` declares it) or
+            ``"index"`` (``[*]`` int64, TorchRL ``Categorical(n, shape=())``). Training reads
+            either format (and bool/float one-hot). Ignored for continuous actions.
+        fused_adam: use the fused Adam kernel (one kernel per step for all parameters);
+            ``False`` uses the multi-tensor ``foreach`` implementation.
+    """
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_dim: int,
+        discrete: bool = False,
+        action_low: list[float] | None = None,
+        action_high: list[float] | None = None,
+        hidden_sizes: tuple[int, ...] = (256, 256),
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        actor_lr: float = 3e-4,
+        critic_lr: float = 3e-4,
+        alpha_lr: float = 3e-4,
+        alpha: float | None = None,
+        init_alpha: float = 1.0,
+        target_entropy: float | None = None,
+        policy_delay: int = 1,
+        target_update_interval: int = 1,
+        action_encoding: Literal["one_hot", "index"] = "one_hot",
+        fused_adam: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        _check_arguments(
+            observation_dim, action_dim, discrete, action_low, action_high, gamma, tau, alpha,
+            init_alpha, policy_delay, target_update_interval, action_encoding,
+        )  # fmt: skip
+        self.discrete = discrete
+        self.action_dim = action_dim
+        self.gamma = gamma
+        self.tau = tau
+        self.autotune = alpha is None
+        self.policy_delay = policy_delay
+        self.target_update_interval = target_update_interval
+        self.action_encoding = action_encoding
+
+        # --- networks ---
+        hidden = list(hidden_sizes)
+        if discrete:
+            self.actor = mlp(observation_dim, hidden, action_dim)  # logits
+            self.critic = EnsembleMLP(observation_dim, hidden, action_dim)  # Q(s, .) per member
+        else:
+            self.actor = mlp(observation_dim, hidden, 2 * action_dim)  # mean, raw log std
+            self.critic = EnsembleMLP(observation_dim + action_dim, hidden, 1)
+        # A registered submodule, so checkpoints hold it; never given to an optimizer.
+        self.critic_target = EnsembleMLP(
+            observation_dim if discrete else observation_dim + action_dim,
+            hidden,
+            action_dim if discrete else 1,
+        )
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic_target.requires_grad_(False)
+
+        # --- action rescaling (continuous): env = tanh-space * scale + bias ---
+        self.action_rescale = ActionRescale(
+            action_low if action_low is not None else [-1.0] * action_dim,
+            action_high if action_high is not None else [1.0] * action_dim,
+        )
+
+        # --- temperature ---
+        if target_entropy is None:
+            target_entropy = 0.89 * math.log(action_dim) if discrete else -float(action_dim)
+        self.target_entropy = target_entropy
+        if self.autotune:
+            self.log_alpha = nn.Parameter(torch.tensor(math.log(init_alpha)))
+        else:
+            # log(0) = -inf is fine: exp(-inf) = 0 exactly.
+            self.register_buffer("log_alpha", torch.tensor(alpha, dtype=torch.float32).log())
+
+        # Counts critic updates; a buffer so that checkpoints restore the policy/target phase.
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
+
+    # --- acting -------------------------------------------------------------------------------
+
+    def make_policy(self, deterministic: bool = False) -> TensorDictModule:
+        """A TensorDictModule reading ``"observation" [*, obs_dim]`` and writing ``"action"``.
+
+        See :class:`SACPolicy` for the action format. It shares the live actor parameters
+        (a collector holding it always acts with the current weights) and runs without
+        gradients. ``deterministic=True`` acts with ``tanh(mean)`` / the argmax action.
+        """
+        return TensorDictModule(
+            SACPolicy(self, deterministic), in_keys=[OBSERVATION], out_keys=[ACTION]
+        )
+
+    def forward(self, observation: Tensor, deterministic: bool = True) -> Tensor:
+        """``observation [*, obs_dim] -> action`` in env units (see :class:`SACPolicy`)."""
+        return SACPolicy(self, deterministic)(observation)
+
+    # --- optimisation -------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """``[actor, critic]`` Adam optimizers, plus ``alpha`` when the temperature is tuned."""
+        fused = self.hparams.fused_adam
+        kwargs = {"fused": True} if fused else {"foreach": True}
+        optimizers = [
+            torch.optim.Adam(self.actor.parameters(), lr=self.hparams.actor_lr, **kwargs),
+            torch.optim.Adam(self.critic.parameters(), lr=self.hparams.critic_lr, **kwargs),
+        ]
+        if self.autotune:
+            optimizers.append(
+                torch.optim.Adam([self.log_alpha], lr=self.hparams.alpha_lr, **kwargs)
+            )
+        return optimizers
+
+    def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
+        """K SAC updates on a ``[K, B]`` batch (see the class docstring); logs the mean metrics."""
+        metrics = self.run_updates(batch, self.optimizers())
+        batch_size = batch.shape[1] if batch.batch_dims > 1 else batch.shape[0]
+        for name, value in metrics.items():
+            self.log(name, value, on_step=True, on_epoch=False, batch_size=batch_size)
+
+    def run_updates(
+        self, batch: TensorDictBase, optimizers: Sequence[torch.optim.Optimizer]
+    ) -> dict[str, Tensor]:
+        """Perform one SAC update per minibatch of ``batch`` ``[K, B]`` (or ``[B]``: one update).
+
+        ``optimizers`` is what :meth:`configure_optimizers` returns, raw or wrapped by
+        Lightning; usable without a Trainer (tests, benchmarks). Returns the metrics averaged
+        over the K updates as 0-dim tensors (no host synchronisation).
+        """
+        if batch.batch_dims == 1:
+            batch = batch.unsqueeze(0)
+        actor_optimizer, critic_optimizer = optimizers[0], optimizers[1]
+        alpha_optimizer = optimizers[2] if self.autotune else None
+
+        # Whole-stack preprocessing, once for all K minibatches.
+        dtype = self.action_rescale.scale.dtype  # float64 MuJoCo states become float32
+        observations = batch.get(OBSERVATION).to(dtype)
+        next_observations = batch.get((NEXT, OBSERVATION)).to(dtype)
+        rewards = batch.get((NEXT, REWARD)).reshape(*batch.shape, 1).to(dtype)
+        terminated = batch.get((NEXT, TERMINATED)).reshape(*batch.shape, 1)
+        # gamma * (1 - terminated): truncated transitions still bootstrap.
+        discounts = self.gamma * (~terminated.bool()).to(dtype)
+        actions = self._training_actions(batch.get(ACTION), batch.shape)
+
+        # One host read per training step (not per update) fixes the delayed-update phase.
+        first_update = int(self.num_updates) if self._needs_update_phase() else 0
+        num_updates = batch.shape[0]
+        critic_sums = torch.zeros(len(CRITIC_METRICS), device=observations.device)
+        actor_sums = torch.zeros(len(ACTOR_METRICS), device=observations.device)
+        num_actor_updates = 0
+        update_fn = self._update_discrete if self.discrete else self._update_continuous
+        for k in range(num_updates):
+            update = first_update + k
+            update_actor = update % self.policy_delay == 0
+            critic_metrics, actor_metrics = update_fn(
+                observations[k],
+                actions[k],
+                rewards[k],
+                next_observations[k],
+                discounts[k],
+                actor_optimizer,
+                critic_optimizer,
+                alpha_optimizer,
+                update_actor=update_actor,
+                update_target=(update + 1) % self.target_update_interval == 0,
+            )
+            critic_sums += critic_metrics
+            if actor_metrics is not None:
+                actor_sums += actor_metrics
+                num_actor_updates += 1
+        self.num_updates += num_updates
+        metrics = dict(zip(CRITIC_METRICS, (critic_sums / num_updates).unbind(0), strict=True))
+        if num_actor_updates:
+            metrics.update(
+                zip(ACTOR_METRICS, (actor_sums / num_actor_updates).unbind(0), strict=True)
+            )
+        return metrics
+
+    def _update_continuous(
+        self,
+        observations: Tensor,
+        actions: Tensor,
+        rewards: Tensor,
+        next_observations: Tensor,
+        discounts: Tensor,
+        actor_optimizer: torch.optim.Optimizer,
+        critic_optimizer: torch.optim.Optimizer,
+        alpha_optimizer: torch.optim.Optimizer | None,
+        update_actor: bool,
+        update_target: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        """One SAC update on ``B`` transitions (CleanRL ``sac_continuous_action``).
+
+        Shapes: observations/next_observations ``[B, obs_dim]``; actions ``[B, act_dim]``
+        in ``[-1, 1]``; rewards, discounts ``[B, 1]``. Returns the :data:`CRITIC_METRICS`
+        ``[3]`` and, when the actor was updated, the :data:`ACTOR_METRICS` ``[3]`` (else
+        ``None``).
+        """
+        alpha = self.log_alpha.detach().exp()
+
+        # --- critic: soft Bellman target from the target critics ---
+        with torch.no_grad():
+            next_state_actions, next_state_log_pi = self._sample_action(next_observations)
+            qf_next_target = self.critic_target(
+                torch.cat([next_observations, next_state_actions], dim=-1)
+            )  # [2, B, 1]
+            min_qf_next_target = qf_next_target.amin(0) - alpha * next_state_log_pi
+            next_q_value = rewards + discounts * min_qf_next_target  # [B, 1]
+        qf_a_values = self.critic(torch.cat([observations, actions], dim=-1))  # [2, B, 1]
+        # Sum over the twin critics of each one's MSE (CleanRL's qf1_loss + qf2_loss).
+        qf_loss = (qf_a_values - next_q_value).square().mean(dim=(1, 2)).sum()
+        critic_optimizer.zero_grad(set_to_none=True)
+        self._backward(qf_loss)
+        self._step(critic_optimizer, counts_as_global_step=True)
+
+        # --- actor and temperature (log_pi computed once, shared by both losses) ---
+        if update_actor:
+            pi, log_pi = self._sample_action(observations)
+            qf_pi = self.critic(torch.cat([observations, pi], dim=-1), detach_params=True)
+            min_qf_pi = qf_pi.amin(0)  # [B, 1]
+            actor_loss = (alpha * log_pi - min_qf_pi).mean()
+            actor_optimizer.zero_grad(set_to_none=True)
+            self._backward(actor_loss)
+            self._step(actor_optimizer)
+            alpha_loss = self._tune_alpha(log_pi.detach(), None, alpha_optimizer)
+            entropy = -log_pi.detach().mean()
+
+        # --- target critics: one fused lerp over all parameters ---
+        if update_target:
+            self._soft_update_target()
+
+        critic_metrics = torch.stack([qf_loss.detach(), qf_a_values.detach().mean(), alpha])
+        if not update_actor:
+            return critic_metrics, None
+        return critic_metrics, torch.stack([actor_loss.detach(), alpha_loss, entropy])
+
+    def _update_discrete(
+        self,
+        observations: Tensor,
+        actions: Tensor,
+        rewards: Tensor,
+        next_observations: Tensor,
+        discounts: Tensor,
+        actor_optimizer: torch.optim.Optimizer,
+        critic_optimizer: torch.optim.Optimizer,
+        alpha_optimizer: torch.optim.Optimizer | None,
+        update_actor: bool,
+        update_target: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        """One discrete SAC update (CleanRL ``sac_atari``): exact expectations over all n actions.
+
+        As :meth:`_update_continuous`, but actions are ``[B, 1]`` int64 indices.
+        """
+        alpha = self.log_alpha.detach().exp()
+
+        # --- critic: expected soft value of the next state under the current policy ---
+        with torch.no_grad():
+            next_state_log_pi = torch.log_softmax(self.actor(next_observations), dim=-1)
+            next_state_action_probs = next_state_log_pi.exp()  # [B, n]
+            qf_next_target = self.critic_target(next_observations)  # [2, B, n]
+            min_qf_next_target = (
+                next_state_action_probs * (qf_next_target.amin(0) - alpha * next_state_log_pi)
+            ).sum(dim=-1, keepdim=True)  # [B, 1]
+            next_q_value = rewards + discounts * min_qf_next_target
+        qf_values = self.critic(observations)  # [2, B, n]
+        qf_a_values = qf_values.gather(2, actions.expand(2, *actions.shape))  # [2, B, 1]
+        qf_loss = (qf_a_values - next_q_value).square().mean(dim=(1, 2)).sum()
+        critic_optimizer.zero_grad(set_to_none=True)
+        self._backward(qf_loss)
+        self._step(critic_optimizer, counts_as_global_step=True)
+
+        # --- actor and temperature ---
+        if update_actor:
+            log_pi = torch.log_softmax(self.actor(observations), dim=-1)  # [B, n]
+            action_probs = log_pi.exp()
+            with torch.no_grad():
+                min_qf_values = self.critic(observations).amin(0)  # [B, n], updated critics
+            actor_loss = (action_probs * (alpha * log_pi - min_qf_values)).sum(-1).mean()
+            actor_optimizer.zero_grad(set_to_none=True)
+            self._backward(actor_loss)
+            self._step(actor_optimizer)
+            alpha_loss = self._tune_alpha(log_pi.detach(), action_probs.detach(), alpha_optimizer)
+            entropy = -(action_probs * log_pi).detach().sum(-1).mean()
+
+        # --- target critics ---
+        if update_target:
+            self._soft_update_target()
+
+        critic_metrics = torch.stack([qf_loss.detach(), qf_a_values.detach().mean(), alpha])
+        if not update_actor:
+            return critic_metrics, None
+        return critic_metrics, torch.stack([actor_loss.detach(), alpha_loss, entropy])
+
+    # --- pieces of the update -----------------------------------------------------------------
+
+    def _sample_action(self, observations: Tensor) -> tuple[Tensor, Tensor]:
+        """Reparameterised tanh-Gaussian sample in ``[-1, 1]`` ``[B, act_dim]`` and its log-prob
+        ``[B, 1]`` (in the ``[-1, 1]`` space)."""
+        mean, log_std = self.actor(observations).chunk(2, dim=-1)
+        log_std = _scaled_log_std(log_std)
+        noise = torch.randn_like(mean)
+        x_t = mean + log_std.exp() * noise
+        y_t = torch.tanh(x_t)
+        # log N(x_t; mean, std) - log(1 - tanh(x_t)^2), the latter in its stable softplus form.
+        log_prob = (-0.5 * noise.square() - log_std - HALF_LOG_2PI) - 2.0 * (
+            LOG_2 - x_t - F.softplus(-2.0 * x_t)
+        )
+        return y_t, log_prob.sum(-1, keepdim=True)
+
+    def _tune_alpha(
+        self,
+        log_pi: Tensor,
+        action_probs: Tensor | None,
+        alpha_optimizer: torch.optim.Optimizer | None,
+    ) -> Tensor:
+        """Temperature step towards ``target_entropy``; returns ``alpha_loss`` (0 when fixed).
+
+        ``log_pi`` is ``[B, 1]`` (continuous sample) or ``[B, n]`` with ``action_probs``
+        ``[B, n]`` (discrete: exact expectation over actions).
+        """
+        if alpha_optimizer is None:
+            return torch.zeros((), device=log_pi.device)
+        if action_probs is None:
+            alpha_loss = (-self.log_alpha.exp() * (log_pi + self.target_entropy)).mean()
+        else:
+            alpha_loss = (
+                (action_probs * (-self.log_alpha.exp() * (log_pi + self.target_entropy)))
+                .sum(-1)
+                .mean()
+            )
+        alpha_optimizer.zero_grad(set_to_none=True)
+        self._backward(alpha_loss)
+        self._step(alpha_optimizer)
+        return alpha_loss.detach()
+
+    @torch.no_grad()
+    def _soft_update_target(self) -> None:
+        target = list(self.critic_target.parameters())
+        online = list(self.critic.parameters())
+        torch._foreach_lerp_(target, online, self.tau)
+
+    def _training_actions(self, action: Tensor, batch_shape: torch.Size) -> Tensor:
+        """Stored actions -> critic inputs: ``[K, B, act_dim]`` in ``[-1, 1]`` (continuous) or
+        ``[K, B, 1]`` int64 indices (discrete, from one-hot ``[K, B, n]`` or an index)."""
+        if not self.discrete:
+            return self.action_rescale.inverse(action)
+        one_hot = action.dim() == len(batch_shape) + 1 and action.shape[-1] == self.action_dim
+        if one_hot:  # any dtype: bool (TorchRL OneHot), int64 (GymEnv), float
+            return action.to(torch.uint8 if action.dtype == torch.bool else action.dtype).argmax(
+                -1, keepdim=True
+            )
+        return action.reshape(*batch_shape, 1).long()
+
+    def _needs_update_phase(self) -> bool:
+        return self.policy_delay > 1 or self.target_update_interval > 1
+
+    def _backward(self, loss: Tensor) -> None:
+        if self._trainer is None:
+            loss.backward()
+        else:
+            self.manual_backward(loss)
+
+    def _step(self, optimizer: torch.optim.Optimizer, counts_as_global_step: bool = False) -> None:
+        """Optimizer step; through Lightning's strategy (precision plugins) under a Trainer.
+
+        Only the critic step goes through ``LightningOptimizer.step``, which advances
+        ``global_step``; the others call the strategy directly so they do not.
+        """
+        if not isinstance(optimizer, LightningOptimizer) or counts_as_global_step:
+            optimizer.step()
+        else:
+            self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure)
+
+
+def _no_closure() -> None:
+    return None
+
+
+def _check_arguments(
+    observation_dim: int,
+    action_dim: int,
+    discrete: bool,
+    action_low: list[float] | None,
+    action_high: list[float] | None,
+    gamma: float,
+    tau: float,
+    alpha: float | None,
+    init_alpha: float,
+    policy_delay: int,
+    target_update_interval: int,
+    action_encoding: str,
+) -> None:
+    """Reject configurations a user can get wrong, naming the value and the fix."""
+    if observation_dim < 1 or action_dim < 1:
+        raise ValueError(
+            f"SAC needs observation_dim >= 1 and action_dim >= 1, got {observation_dim} and "
+            f"{action_dim}; link them to the environment's specs."
+        )
+    if discrete and action_dim < 2:
+        raise ValueError(f"Discrete SAC needs at least 2 actions, got action_dim={action_dim}.")
+    if discrete and (action_low is not None or action_high is not None):
+        raise ValueError(
+            "action_low/action_high are for continuous actions; set them to null when "
+            "discrete=True."
+        )
+    for name, bound in (("action_low", action_low), ("action_high", action_high)):
+        if bound is not None and len(bound) != action_dim:
+            raise ValueError(
+                f"{name} has {len(bound)} entries but action_dim={action_dim}; give one bound "
+                "per action dimension."
+            )
+    if action_low is not None and action_high is not None:
+        if any(lo >= hi for lo, hi in zip(action_low, action_high, strict=True)):
+            raise ValueError(
+                f"Every action_low must be below its action_high, got {action_low} and "
+                f"{action_high}."
+            )
+    elif (action_low is None) != (action_high is None):
+        raise ValueError("Give both action_low and action_high, or neither (default [-1, 1]).")
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}.")
+    if not 0.0 < tau <= 1.0:
+        raise ValueError(f"tau must be in (0, 1], got {tau}; tau=1 is a hard target copy.")
+    if alpha is not None and alpha < 0:
+        raise ValueError(f"alpha must be >= 0 (or null to autotune it), got {alpha}.")
+    if init_alpha <= 0:
+        raise ValueError(f"init_alpha must be > 0 (log_alpha is learned), got {init_alpha}.")
+    if policy_delay < 1 or target_update_interval < 1:
+        raise ValueError(
+            f"policy_delay and target_update_interval must be >= 1, got {policy_delay} and "
+            f"{target_update_interval}."
+        )
+    if action_encoding not in ("one_hot", "index"):
+        raise ValueError(f"action_encoding must be 'one_hot' or 'index', got {action_encoding!r}.")
