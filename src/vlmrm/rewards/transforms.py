@@ -244,14 +244,15 @@ class VLMReward(RewardTransform):
 
     def _register_prompts(self) -> None:
         embed = self.backbone.embed_prompts
-        width = self.backbone.embed_prompts(self.goal_prompts[:1]).shape[-1]
+        goal_prompt_embeddings = embed(self.goal_prompts)
+        width = goal_prompt_embeddings.shape[-1]
         empty = torch.zeros((0, width), device=self.backbone.device)
 
         def register(name: str, value: torch.Tensor) -> None:
             # Non-persistent: a checkpoint must not override the prompts of the current config.
             self.register_buffer(name, value.clone(), persistent=False)
 
-        register("goal_prompt_embeddings", embed(self.goal_prompts))
+        register("goal_prompt_embeddings", goal_prompt_embeddings)
         register(
             "baseline_prompt_embeddings",
             embed(self.baseline_prompts) if self.baseline_prompts else empty,
