@@ -1,5 +1,5 @@
-"""The ``vlmrm`` command: ``vlmrm score ...`` today; ``vlmrm fit --config ...`` (training,
-through LightningCLI) arrives with the trainer."""
+"""The ``vlmrm`` command: ``vlmrm fit --config ...`` (training, through LightningCLI),
+``vlmrm validate``, and ``vlmrm score ...``."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ __all__ = ["main"]
 USAGE = """usage: vlmrm <command> [options]
 
 commands:
+  fit       train an agent from a config: vlmrm fit --config configs/<task>.yaml
+            (vlmrm fit --help; resume with --ckpt_path last)
+  validate  evaluate a trained agent: vlmrm validate --config ... --ckpt_path ...
   score     score images, folders or videos against goal and baseline prompts
             (vlmrm score --help)
-  fit       train an agent from a config: vlmrm fit --config configs/<task>.yaml
-            (not available yet in this version: the trainer is being built)
 """
 
 
@@ -28,13 +29,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vlmrm.score import main as score_main
 
         return score_main(rest)
-    if command in ("fit", "validate", "test"):
-        print(
-            f"vlmrm {command}: the trainer is not part of this version yet; "
-            "`vlmrm score` works today.",
-            file=sys.stderr,
-        )
-        return 2
+    if command in ("fit", "validate"):
+        # Imported here: `vlmrm score` should not pay for importing Lightning and TorchRL.
+        from vlmrm.training_cli import run_training_cli
+
+        # LightningCLI reads sys.argv itself unless given a list (e.g. from tests).
+        run_training_cli(None if argv is None else args)
+        return 0
     print(f"vlmrm: unknown command {command!r}.\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -42,6 +42,14 @@ LOG_2 = math.log(2.0)
 # Metrics of every update, then those of actor updates only (fewer when policy_delay > 1).
 CRITIC_METRICS = ("losses/critic", "charts/q_values", "charts/alpha")
 ACTOR_METRICS = ("losses/actor", "losses/alpha", "charts/entropy")
+
+# Hyper-parameters that fix the networks' shapes: a checkpoint must agree on all of them.
+SHAPE_HPARAMS = ("observation_dim", "action_dim", "discrete", "hidden_sizes")
+
+
+def _plain(value: Any) -> Any:
+    """Lists and tuples compare equal (YAML gives lists, Python defaults tuples)."""
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def mlp(in_features: int, hidden_sizes: Sequence[int], out_features: int) -> nn.Sequential:
@@ -313,6 +321,21 @@ class SAC(L.LightningModule):
     def forward(self, observation: Tensor, deterministic: bool = True) -> Tensor:
         """``observation [*, obs_dim] -> action`` in env units (see :class:`SACPolicy`)."""
         return SACPolicy(self, deterministic)(observation)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, with one message, a checkpoint whose networks cannot fit this module."""
+        saved = checkpoint.get("hyper_parameters", {})
+        differing = [
+            f"{name}: checkpoint {saved[name]!r} vs config {self.hparams[name]!r}"
+            for name in SHAPE_HPARAMS
+            if name in saved and _plain(saved[name]) != _plain(self.hparams[name])
+        ]
+        if differing:
+            raise ValueError(
+                "The checkpoint was written by a run with a different environment or network "
+                f"({'; '.join(differing)}). Resume with the config the run was started with "
+                "(config.yaml in its run directory), or start a new run without --ckpt_path."
+            )
 
     # --- optimisation -------------------------------------------------------------------------
 

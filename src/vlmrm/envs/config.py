@@ -108,6 +108,9 @@ class EnvConfig:
             (the paper removes them), on for the stock look.
         env_kwargs: extra keyword arguments for the gymnasium env constructor
             (``gymnasium.make``), e.g. ``{"reset_noise_scale": 0.05}``.
+        render: emit ``"pixels"`` with every step. ``False`` skips rendering during training,
+            for rewards that do not look at frames (ground-truth baselines); evaluation videos
+            still render.
     """
 
     env_id: str = "Humanoid"
@@ -120,6 +123,7 @@ class EnvConfig:
     shadows: bool = False
     reflections: bool | None = None
     env_kwargs: dict[str, Any] | None = field(default=None)
+    render: bool = True
 
     def __post_init__(self) -> None:
         _positive_or_none("render_height", self.render_height)

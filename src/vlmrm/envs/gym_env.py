@@ -126,6 +126,16 @@ class VLMRMGymEnv(gym.Wrapper):
     def render_mode(self) -> str:
         return "rgb_array"
 
+    @property
+    def max_episode_steps(self) -> int | None:
+        """Steps before the ``TimeLimit`` truncates an episode (``None``: no limit)."""
+        env = self.env
+        while env is not None:
+            if isinstance(env, TimeLimit):
+                return int(env._max_episode_steps)
+            env = getattr(env, "env", None)
+        return None
+
     def _annotate(self, info: dict) -> dict:
         info["success"] = bool(self._success_fn()) if self._success_fn is not None else False
         info["progress"] = float(self._progress_fn())

@@ -72,16 +72,16 @@ class VLMRMEnv(EnvBase):
     def _make_specs(self) -> None:
         device = self.device
         obs_space, act_space = self._env.observation_space, self._env.action_space
-        self.observation_spec = Composite(
-            {
-                OBSERVATION: Unbounded(shape=obs_space.shape, dtype=torch.float32, device=device),
-                PIXELS: Bounded(
-                    0, 255, shape=self._env.frame_shape, dtype=torch.uint8, device=device
-                ),
-                SUCCESS: _bool_spec(device),
-                PROGRESS: Unbounded(shape=(1,), dtype=torch.float32, device=device),
-            },
-        )
+        specs = {
+            OBSERVATION: Unbounded(shape=obs_space.shape, dtype=torch.float32, device=device),
+            SUCCESS: _bool_spec(device),
+            PROGRESS: Unbounded(shape=(1,), dtype=torch.float32, device=device),
+        }
+        if self.config.render:
+            specs[PIXELS] = Bounded(
+                0, 255, shape=self._env.frame_shape, dtype=torch.uint8, device=device
+            )
+        self.observation_spec = Composite(specs)
         if self._discrete:
             self.action_spec = Categorical(int(act_space.n), shape=(), device=device)
         else:
@@ -102,14 +102,15 @@ class VLMRMEnv(EnvBase):
         )
 
     def _output(self, obs, info: dict, extra: dict) -> TensorDictBase:
-        frame = self._env.render()
         data = {
             OBSERVATION: torch.from_numpy(np.asarray(obs, dtype=np.float32)),
-            PIXELS: torch.from_numpy(frame),  # no copy: the renderer returns a fresh array
             SUCCESS: torch.tensor([info["success"]]),
             PROGRESS: torch.tensor([info["progress"]], dtype=torch.float32),
             **extra,
         }
+        if self.config.render:
+            # No copy: the renderer returns a fresh array.
+            data[PIXELS] = torch.from_numpy(self._env.render())
         return TensorDict(data, batch_size=(), device=self.device)
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:

@@ -1,0 +1,417 @@
+"""The data side of training: envs -> collector -> reward transform -> replay buffer -> minibatches.
+
+:class:`RLDataModule` is a LightningDataModule. Its training "dataloader" is a stream that, for
+each training step, collects ``frames_per_batch`` env steps with the current policy, rewards the
+whole batch at once with the configured reward transform, drops the pixels, stores the
+transitions in a TorchRL replay buffer, and yields the minibatches of the step's K SAC updates
+stacked as one TensorDict ``[K, batch_size]``. One training step is therefore one collection
+plus K updates, which amortises Lightning's per-step overhead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from tensordict import TensorDictBase
+from torch.utils.data import DataLoader, IterableDataset
+from torchrl.collectors import Collector
+from torchrl.data import LazyTensorStorage, ReplayBuffer
+from torchrl.data.replay_buffers.samplers import RandomSampler
+
+from vlmrm.envs import EnvConfig, make_env
+from vlmrm.keys import (
+    ACTION,
+    DONE,
+    GT_REWARD,
+    NEXT,
+    OBSERVATION,
+    PIXELS,
+    PROGRESS,
+    REWARD,
+    SUCCESS,
+    TERMINATED,
+)
+from vlmrm.rewards import GroundTruthReward, RewardTransform
+
+__all__ = ["EpisodeTracker", "RLDataModule"]
+
+# What the replay buffer keeps of each transition (never the pixels).
+TRANSITION_KEYS = [
+    OBSERVATION,
+    ACTION,
+    (NEXT, OBSERVATION),
+    (NEXT, REWARD),
+    (NEXT, GT_REWARD),
+    (NEXT, SUCCESS),
+    (NEXT, PROGRESS),
+    (NEXT, TERMINATED),
+    (NEXT, DONE),
+]
+
+# EnvConfig fields that change what the agent sees or does: a checkpoint from a run that
+# differs in any of them cannot continue here. (Render size, look and camera may change.)
+ENV_IDENTITY_FIELDS = ("env_id", "task", "episode_length")
+
+
+class EpisodeTracker:
+    """Running per-env sums that turn ``[N, T]`` step data into finished-episode statistics.
+
+    Returns (under the learned-from reward and the env's own reward), mean per-step success
+    and length of every episode that ends inside a batch; sums carry over between batches.
+    """
+
+    def __init__(self, num_envs: int) -> None:
+        self.num_envs = num_envs
+        self.sums = torch.zeros(4, num_envs, dtype=torch.float64)  # reward, gt, successes, length
+
+    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """``batch`` ``[N, T]`` -> finished episodes: ``{"return": [E], "gt_return": [E], ...}``."""
+        shape = batch.shape
+        next_data = batch.get(NEXT)
+        reward = next_data.get(REWARD).reshape(shape).double()
+        gt_reward = next_data.get(GT_REWARD, None)
+        success = next_data.get(SUCCESS, None)
+        steps = torch.stack(
+            [
+                reward,
+                reward if gt_reward is None else gt_reward.reshape(shape).double(),
+                torch.zeros_like(reward) if success is None else success.reshape(shape).double(),
+                torch.ones_like(reward),
+            ]
+        )  # [4, N, T]
+        done = next_data.get(DONE).reshape(shape)
+        finished = []
+        # A loop over time, vectorised over envs and statistics: T is at most a few thousand.
+        for t in range(shape[-1]):
+            self.sums += steps[:, :, t]
+            ended = done[:, t]
+            if ended.any():
+                finished.append(self.sums[:, ended].clone())
+                self.sums[:, ended] = 0.0
+        episodes = (
+            torch.cat(finished, dim=1) if finished else torch.zeros(4, 0, dtype=torch.float64)
+        )
+        return {
+            "return": episodes[0],
+            "gt_return": episodes[1],
+            "success": episodes[2] / episodes[3].clamp(min=1),
+            "length": episodes[3],
+        }
+
+
+class _CollectStream(IterableDataset):
+    """Iterable over ``[K, batch_size]`` minibatch stacks until ``total_frames`` env steps.
+
+    Lightning fetches one batch ahead of the training step it runs, so when a checkpoint is
+    written the newest batch has been collected and sampled but not trained on. Its sample
+    indices are kept in the checkpoint (``pending_index``) and a resumed stream yields that
+    batch first: no update is lost or repeated across a resume.
+    """
+
+    def __init__(self, datamodule: RLDataModule) -> None:
+        self.datamodule = datamodule
+
+    def __iter__(self) -> Iterator[TensorDictBase]:
+        dm = self.datamodule
+        if dm.pending_index is not None:
+            yield dm.replay_buffer[dm.pending_index].reshape(-1, dm.batch_size)
+        dm.pending_index = None
+        while dm.env_steps < dm.total_frames:
+            dm.collect_once()
+            if dm.env_steps < dm.learning_starts or len(dm.replay_buffer) == 0:
+                continue
+            updates = dm.take_updates()
+            if updates:
+                yield dm.sample_updates(updates)
+        dm.pending_index = None
+        # The run is measured in env steps: stop the trainer (whose epoch count is unbounded,
+        # so that a finished run resumed with a larger total_frames goes on).
+        if dm.trainer is not None:
+            dm.trainer.should_stop = True
+
+
+def _pass_through(batch: TensorDictBase) -> TensorDictBase:
+    # DataLoader's default_convert cannot pass a TensorDict through: hand it over untouched.
+    return batch
+
+
+def _rng_states() -> dict[str, Any]:
+    """The global generators' states as tensors and numbers (loadable with weights_only)."""
+    _, numpy_keys, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
+    python_version, python_internal, python_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [torch.from_numpy(numpy_keys.astype(np.int64)), numpy_pos, numpy_has_gauss,
+                  numpy_gauss],
+        "python": [python_version, torch.tensor(python_internal, dtype=torch.int64),
+                   python_gauss],
+    }  # fmt: skip
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal.tolist()), gauss))
+
+
+class RLDataModule(L.LightningDataModule):
+    """Environments, collector, reward model and replay buffer for off-policy RL from pixels.
+
+    Each training step collects ``frames_per_batch`` env steps with the current policy, rewards
+    them in one call of ``reward`` (every frame of the batch at once), stores the transitions
+    without pixels in the replay buffer, and yields ``[K, batch_size]`` sampled transitions for
+    K SAC updates, K being ``updates_per_step`` times the steps collected (fractions carry over
+    to the next batch, so any ratio works with any batch size).
+
+    The env's own reward is kept as ``("next", "gt_reward")`` for ground-truth metrics.
+
+    Args:
+        env: which environment, how it renders (see :class:`vlmrm.envs.EnvConfig`).
+        reward: the reward model; any :class:`vlmrm.rewards.RewardTransform` subclass
+            (``class_path`` / ``init_args`` in YAML).
+        num_envs: environments stepped together.
+        parallel: step the environments in worker processes (TorchRL ParallelEnv) rather than
+            one after another in this process.
+        seed: base seed; env ``i`` of rank ``r`` gets ``seed + r * num_envs + i``.
+        frames_per_batch: env steps collected per training step, summed over envs (rounded up
+            to a multiple of ``num_envs``).
+        total_frames: env steps (summed over envs) after which training stops.
+        learning_starts: env steps taken with uniformly random actions before the first update.
+        buffer_size: replay buffer capacity in transitions.
+        batch_size: transitions per SAC update.
+        updates_per_step: SAC updates per env step collected (1.0 = the paper's ratio).
+    """
+
+    def __init__(
+        self,
+        env: EnvConfig,
+        reward: RewardTransform,
+        num_envs: int = 1,
+        parallel: bool = False,
+        seed: int = 0,
+        frames_per_batch: int = 100,
+        total_frames: int = 100_000,
+        learning_starts: int = 1_000,
+        buffer_size: int = 1_000_000,
+        batch_size: int = 256,
+        updates_per_step: float = 1.0,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("num_envs", num_envs),
+            ("frames_per_batch", frames_per_batch),
+            ("total_frames", total_frames),
+            ("buffer_size", buffer_size),
+            ("batch_size", batch_size),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"data.{name}={value!r} must be a positive integer.")
+        if isinstance(learning_starts, bool) or not isinstance(learning_starts, int):
+            raise ValueError(f"data.learning_starts={learning_starts!r} must be an integer >= 0.")
+        if learning_starts < 0:
+            raise ValueError(f"data.learning_starts={learning_starts} must be >= 0.")
+        if not updates_per_step > 0:
+            raise ValueError(
+                f"data.updates_per_step={updates_per_step!r} must be > 0 (e.g. 1.0: one SAC "
+                "update per env step)."
+            )
+        if not isinstance(env, EnvConfig):
+            raise TypeError(f"data.env must be a vlmrm.envs.EnvConfig, got {type(env).__name__}.")
+        if not isinstance(reward, RewardTransform):
+            raise TypeError(
+                "data.reward must be a vlmrm.rewards.RewardTransform (for example class_path: "
+                f"vlmrm.rewards.CLIPReward), got {type(reward).__name__}."
+            )
+        if not env.render and not isinstance(reward, GroundTruthReward):
+            raise ValueError(
+                f"data.env.render=False, but data.reward is a {type(reward).__name__}, which "
+                "scores rendered frames. Set data.env.render=true, or use "
+                "vlmrm.rewards.GroundTruthReward."
+            )
+        self.env_config = env
+        self.reward = reward
+        self.num_envs = num_envs
+        self.parallel = parallel
+        self.seed = seed
+        self.steps_per_env = math.ceil(frames_per_batch / num_envs)
+        self.frames_per_batch = self.steps_per_env * num_envs
+        self.total_frames = total_frames
+        self.learning_starts = learning_starts
+        self.batch_size = batch_size
+        self.updates_per_step = float(updates_per_step)
+        self.replay_buffer = ReplayBuffer(
+            storage=LazyTensorStorage(buffer_size), sampler=RandomSampler()
+        )
+        self.env_steps = 0
+        self.update_credit = 0.0  # fractional SAC updates owed by the steps collected so far
+        self.pending_index: torch.Tensor | None = None  # sampled, not yet trained on
+        self.tracker = EpisodeTracker(num_envs)
+        self.latest: dict[str, Any] = {}
+        self._env = None
+        self._collector = None
+        self._collector_iter = None
+        self._read_specs()
+
+    def _read_specs(self) -> None:
+        """Build one env to read the observation and action specs the SAC module needs."""
+        env = make_env(dataclasses.replace(self.env_config, render=False), num_envs=1)
+        try:
+            self.observation_dim = int(env.observation_spec[OBSERVATION].shape[-1])
+            action_spec = env.action_spec
+            self.discrete = action_spec.dtype in (torch.int64, torch.int32)
+            if self.discrete:
+                self.action_dim = int(action_spec.space.n)
+                # vlmrm envs take a Categorical index; a one-hot spec has the size as last dim.
+                one_hot = action_spec.shape[-1:] == (self.action_dim,) and self.action_dim > 1
+                self.action_encoding = "one_hot" if one_hot else "index"
+                self.action_low = self.action_high = None
+            else:
+                self.action_dim = int(action_spec.shape[-1])
+                self.action_encoding = "one_hot"  # unused by continuous SAC
+                self.action_low = action_spec.space.low.reshape(-1).tolist()
+                self.action_high = action_spec.space.high.reshape(-1).tolist()
+        finally:
+            env.close()
+
+    # --- Lightning hooks ---------------------------------------------------------------------
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            _CollectStream(self), batch_size=None, num_workers=0, collate_fn=_pass_through
+        )
+
+    def teardown(self, stage: str) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the collector and close the envs (worker processes included)."""
+        if self._collector is not None:
+            self._collector.shutdown()
+            self._collector = self._collector_iter = None
+        if self._env is not None:
+            if not self._env.is_closed:
+                self._env.close()
+            self._env = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue a run exactly: counters, buffer, reward statistics,
+        per-env episode sums, random-number generator states and the env's identity."""
+        return {
+            "env_steps": self.env_steps,
+            "update_credit": self.update_credit,
+            "pending_index": self.pending_index,
+            "replay_buffer": self.replay_buffer.state_dict(),
+            "reward": self.reward.state_dict(),
+            "episode_sums": self.tracker.sums.clone(),
+            "rng": _rng_states(),
+            "env": {name: getattr(self.env_config, name) for name in ENV_IDENTITY_FIELDS},
+            "observation_dim": self.observation_dim,
+            "action_dim": self.action_dim,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_env = state_dict.get("env", {})
+        current_env = {name: getattr(self.env_config, name) for name in ENV_IDENTITY_FIELDS}
+        differing = {
+            name: (saved_env[name], current_env[name])
+            for name in ENV_IDENTITY_FIELDS
+            if name in saved_env and saved_env[name] != current_env[name]
+        }
+        if differing:
+            details = ", ".join(
+                f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in differing.items()
+            )
+            raise ValueError(
+                f"The checkpoint comes from a different environment ({details}). Resume with "
+                "the config the run was started with (its run directory holds config.yaml), or "
+                "start a new run without --ckpt_path."
+            )
+        if self.num_envs != state_dict["episode_sums"].shape[1]:
+            raise ValueError(
+                f"data.num_envs={self.num_envs}, but the checkpoint was written with "
+                f"{state_dict['episode_sums'].shape[1]} envs; resume with the same num_envs."
+            )
+        self.env_steps = int(state_dict["env_steps"])
+        self.update_credit = float(state_dict["update_credit"])
+        self.pending_index = state_dict["pending_index"]
+        self.replay_buffer.load_state_dict(state_dict["replay_buffer"])
+        self.reward.load_state_dict(state_dict["reward"])
+        self.tracker.sums.copy_(state_dict["episode_sums"])
+        _set_rng_states(state_dict["rng"])
+
+    # --- collection --------------------------------------------------------------------------
+
+    def _start_collector(self) -> None:
+        trainer = self.trainer
+        if trainer is None:
+            raise RuntimeError("RLDataModule collects with the policy of a Trainer's module.")
+        module = trainer.lightning_module
+        # A resumed run gets fresh env seeds (offset by the steps already taken), so it does
+        # not replay the episodes it began with.
+        self._env = make_env(
+            self.env_config,
+            num_envs=self.num_envs,
+            seed=self.seed + self.env_steps,
+            parallel=self.parallel,
+            rank=trainer.global_rank,
+        )
+        self._collector = Collector(
+            self._env,
+            module.make_policy(deterministic=False),
+            frames_per_batch=self.frames_per_batch,
+            total_frames=-1,
+            init_random_frames=max(0, self.learning_starts - self.env_steps),
+            policy_device=module.device,
+            env_device="cpu",
+            storing_device="cpu",
+            auto_register_policy_transforms=False,
+        )
+        self._collector_iter = iter(self._collector)
+
+    def collect_once(self) -> None:
+        """Collect one batch, reward it, store its transitions, and record statistics."""
+        if self._collector is None:
+            self._start_collector()
+        start = time.perf_counter()
+        batch = next(self._collector_iter)
+        collect_s = time.perf_counter() - start
+        start = time.perf_counter()
+        self.reward(batch)  # once per collected batch: every frame in a few large forward passes
+        reward_s = time.perf_counter() - start
+        batch = batch.exclude(PIXELS, (NEXT, PIXELS))
+        self.replay_buffer.extend(batch.select(*TRANSITION_KEYS, strict=False).reshape(-1))
+        # Updates are owed only for the steps past learning_starts (as in SB3).
+        learning_steps = self.env_steps + batch.numel() - max(self.env_steps, self.learning_starts)
+        self.env_steps += batch.numel()
+        self.update_credit += max(0, learning_steps) * self.updates_per_step
+        self.latest = {
+            "episodes": self.tracker.update(batch),
+            "collect_steps_per_s": batch.numel() / max(collect_s, 1e-9),
+            "reward_frames_per_s": batch.numel() / max(reward_s, 1e-9),
+        }
+
+    def take_updates(self) -> int:
+        """The whole number of SAC updates owed now (the fraction carries over)."""
+        updates = int(self.update_credit)
+        self.update_credit -= updates
+        return updates
+
+    def sample_updates(self, updates: int) -> TensorDictBase:
+        """``[updates, batch_size]`` transitions, sampled in one call (indices kept as
+        ``pending_index`` until the next batch is sampled)."""
+        sample, info = self.replay_buffer.sample(updates * self.batch_size, return_info=True)
+        self.pending_index = torch.as_tensor(info["index"])
+        return sample.reshape(updates, self.batch_size)

@@ -1,0 +1,169 @@
+"""``vlmrm fit`` / ``vlmrm validate``: LightningCLI over :class:`~vlmrm.sac.SAC` and
+:class:`~vlmrm.data.RLDataModule`, with one directory per run.
+
+Every run writes into ``<trainer.default_root_dir>/<run_name>/<start time>/`` (default
+``runs/<config file name>/YYYYmmdd-HHMMSS/``): the resolved ``config.yaml``, the loggers' files
+(TensorBoard by default) and ``checkpoints/`` (``last.ckpt`` plus periodic ones). ``--ckpt_path
+last`` continues the newest run of that name in its own directory.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from vlmrm.callbacks import CheckpointOnInterrupt, EnvStepCheckpoint, TrainMetrics
+from vlmrm.checkpointing import AtomicCheckpointIO
+from vlmrm.data import RLDataModule
+from vlmrm.sac import SAC
+
+__all__ = ["VLMRMCLI", "find_last_checkpoint", "run_training_cli"]
+
+# The SAC networks are sized by the environment, which the data module builds.
+SPEC_LINKS = (
+    "observation_dim",
+    "action_dim",
+    "discrete",
+    "action_low",
+    "action_high",
+    "action_encoding",
+)
+
+# Loggers that write into a directory we choose (``save_dir``) with Lightning's name/version
+# sub-folders switched off, so their files land in the run directory itself.
+_DIRECTORY_LOGGERS = ("TensorBoardLogger", "CSVLogger")
+
+
+def find_last_checkpoint(runs_root: Path, run_name: str) -> Path:
+    """``<runs_root>/<run_name>/<newest run with a last.ckpt>/checkpoints/last.ckpt``."""
+    candidates = sorted(
+        (runs_root / run_name).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime
+    )
+    if not candidates:
+        raise SystemExit(
+            f"vlmrm: --ckpt_path last: no checkpoint found under {runs_root / run_name}/*/"
+            "checkpoints/last.ckpt. Start the run without --ckpt_path, pass the checkpoint "
+            "file itself, or set --run_name / --trainer.default_root_dir to the run's."
+        )
+    return candidates[-1]
+
+
+class VLMRMCLI(LightningCLI):
+    """LightningCLI for SAC from VLM rewards; the env's specs flow from the data to the model."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for attribute in SPEC_LINKS:
+            parser.link_arguments(f"data.{attribute}", f"model.{attribute}", apply_on="instantiate")
+        parser.add_argument(
+            "--run_name",
+            type=str | None,
+            default=None,
+            help="Runs are written to <trainer.default_root_dir>/<run_name>/<start time>/; "
+            "default: the name of the first --config file.",
+        )
+        parser.add_lightning_class_args(EnvStepCheckpoint, "checkpoint")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+        # Checkpoints are always written atomically; added here rather than as a trainer
+        # default so that the saved config.yaml stays plain data.
+        plugins = config.get("plugins") or []
+        config["plugins"] = [
+            AtomicCheckpointIO(),
+            *(plugins if isinstance(plugins, list) else [plugins]),
+        ]
+        return super()._instantiate_trainer(config, callbacks)
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand is None:
+            return
+        config = self.config[self.subcommand]
+        run_dir = self._resolve_run_dir(config)
+        config.trainer.default_root_dir = str(run_dir)
+        config.checkpoint.dirpath = str(run_dir / "checkpoints")
+        config.trainer.logger = self._loggers_in(run_dir, config.trainer.logger)
+        self.run_dir = run_dir
+        print(f"vlmrm: run directory {run_dir}", file=sys.stderr)
+
+    def _resolve_run_dir(self, config: Namespace) -> Path:
+        runs_root = Path(config.trainer.default_root_dir or "runs")
+        run_name = config.run_name
+        if run_name is None:
+            config_files = config.get("config") or []
+            run_name = Path(str(config_files[0])).stem if config_files else "run"
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last":
+            ckpt = find_last_checkpoint(runs_root, run_name)
+            config.ckpt_path = str(ckpt)
+            return ckpt.parent.parent
+        if ckpt_path not in (None, "best", "hpc", "registry"):
+            ckpt = Path(ckpt_path)
+            if not ckpt.is_file():
+                raise SystemExit(f"vlmrm: --ckpt_path {ckpt_path}: no such checkpoint file.")
+            if ckpt.parent.name == "checkpoints":
+                return ckpt.parent.parent  # continue in the run's own directory
+        return runs_root / run_name / time.strftime("%Y%m%d-%H%M%S")
+
+    @staticmethod
+    def _loggers_in(run_dir: Path, logger: Any) -> Any:
+        """The configured loggers, writing into ``run_dir`` (TensorBoard when none is set)."""
+        if logger is False:
+            return False
+        if logger is None or logger is True:
+            logger = [Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger")]
+        loggers = logger if isinstance(logger, list) else [logger]
+        for entry in loggers:
+            if not isinstance(entry, Namespace):
+                continue
+            init_args = entry.get("init_args") or Namespace()
+            init_args.save_dir = str(run_dir)
+            if entry.class_path.rsplit(".", 1)[-1] in _DIRECTORY_LOGGERS:
+                init_args.name = ""
+                init_args.version = ""
+            entry.init_args = init_args
+        return loggers
+
+
+def _interrupt_on_sigterm() -> None:
+    """Turn SIGTERM (cluster pre-emption, ``kill``) into the Ctrl-C path, which checkpoints."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():  # signals need the main thread
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _quiet_known_warnings() -> None:
+    # Lightning's advice for manual optimisation does not apply: SAC checkpoints the state
+    # after its updates on purpose. The pytree message is a Lightning/torch version mismatch.
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def run_training_cli(args: Sequence[str] | None = None, run: bool = True) -> VLMRMCLI:
+    """Build (and by default run) the training CLI on ``args`` (default: ``sys.argv[1:]``)."""
+    _interrupt_on_sigterm()
+    _quiet_known_warnings()
+    return VLMRMCLI(
+        SAC,
+        RLDataModule,
+        args=None if args is None else list(args),
+        run=run,
+        parser_kwargs={"parser_mode": "omegaconf"},
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "callbacks": [TrainMetrics(), CheckpointOnInterrupt()],
+            "max_epochs": -1,  # data.total_frames (env steps) ends the run
+            "num_sanity_val_steps": 0,
+            "log_every_n_steps": 1,
+        },
+    )
