@@ -48,10 +48,10 @@ def learning_curve(metrics_csv: Path, metric: str, points: int = 10) -> list[tup
     edge_index = 0
     for steps, value in rows:
         window.append(value)
-        if steps >= edges[edge_index]:
+        if edge_index < points and steps >= edges[edge_index]:
             curve.append((int(steps), sum(window) / len(window)))
             window = []
-            edge_index = min(edge_index + 1, points - 1)
+            edge_index += 1
     return curve
 
 

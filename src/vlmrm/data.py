@@ -293,6 +293,11 @@ class RLDataModule(L.LightningDataModule):
             _CollectStream(self), batch_size=None, num_workers=0, collate_fn=_pass_through
         )
 
+    def val_dataloader(self) -> DataLoader:
+        # `vlmrm validate` evaluates whole episodes in the Evaluate callback; Lightning's
+        # validation loop only needs one (empty) step to call it.
+        return DataLoader([0], batch_size=None)
+
     def teardown(self, stage: str) -> None:
         self.close()
 

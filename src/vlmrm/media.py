@@ -1,4 +1,5 @@
-"""Read images and videos as uint8 frames ``[H, W, 3]``, with one clear error per bad file."""
+"""Read images and videos as uint8 frames ``[H, W, 3]`` (one clear error per bad file), and
+write mp4 videos."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "collect_media_files", "read_frames"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "collect_media_files",
+    "read_frames",
+    "write_video",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -92,3 +99,43 @@ def _read_video(path: Path) -> Iterator[tuple[str, np.ndarray]]:
         reader.close()
     if index == 0:
         raise ValueError(f"Video {str(path)!r} has no frames.")
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float = 30.0) -> Path:
+    """Write ``frames`` (uint8 ``[T, H, W, 3]``) as an H.264 mp4 that browsers and players open.
+
+    Odd frame sizes are padded by one black row or column (H.264 with yuv420p needs even
+    sizes). The file is written under a temporary name and renamed, so a reader never sees a
+    half-written video.
+    """
+    import imageio_ffmpeg
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+        raise ValueError(
+            f"write_video needs uint8 frames [T, H, W, 3] with T > 0, got {frames.dtype} "
+            f"{list(frames.shape)}."
+        )
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    writer = imageio_ffmpeg.write_frames(
+        str(temporary),
+        (frames.shape[2], frames.shape[1]),
+        fps=fps,
+        codec="libx264",
+        pix_fmt_out="yuv420p",
+        macro_block_size=1,
+        output_params=["-movflags", "+faststart"],
+    )
+    writer.send(None)  # start the encoder
+    try:
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+    finally:
+        writer.close()
+    temporary.replace(path)
+    return path

@@ -360,6 +360,10 @@ class SAC(L.LightningModule):
         for name, value in metrics.items():
             self.log(name, value, on_step=True, on_epoch=False, batch_size=batch_size)
 
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Nothing per batch: ``vlmrm validate`` evaluates whole episodes in the
+        :class:`~vlmrm.callbacks.Evaluate` callback."""
+
     def run_updates(
         self, batch: TensorDictBase, optimizers: Sequence[torch.optim.Optimizer]
     ) -> dict[str, Tensor]:

@@ -21,12 +21,18 @@ from typing import Any
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from vlmrm.callbacks import CheckpointOnInterrupt, EnvStepCheckpoint, TrainMetrics
+from vlmrm.callbacks import (
+    CheckpointOnInterrupt,
+    EnvStepCheckpoint,
+    EnvStepProgressBar,
+    Evaluate,
+    TrainMetrics,
+)
 from vlmrm.checkpointing import AtomicCheckpointIO
 from vlmrm.data import RLDataModule
 from vlmrm.sac import SAC
 
-__all__ = ["VLMRMCLI", "find_last_checkpoint", "run_training_cli"]
+__all__ = ["VLMRMCLI", "find_checkpoint", "run_training_cli"]
 
 # The SAC networks are sized by the environment, which the data module builds.
 SPEC_LINKS = (
@@ -43,16 +49,16 @@ SPEC_LINKS = (
 _DIRECTORY_LOGGERS = ("TensorBoardLogger", "CSVLogger")
 
 
-def find_last_checkpoint(runs_root: Path, run_name: str) -> Path:
-    """``<runs_root>/<run_name>/<newest run with a last.ckpt>/checkpoints/last.ckpt``."""
-    candidates = sorted(
-        (runs_root / run_name).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime
-    )
+def find_checkpoint(runs_root: Path, run_name: str, which: str) -> Path:
+    """``<runs_root>/<run_name>/<newest run holding it>/checkpoints/<which>.ckpt``
+    (``which``: ``last`` or ``best``)."""
+    pattern = f"*/checkpoints/{which}.ckpt"
+    candidates = sorted((runs_root / run_name).glob(pattern), key=lambda p: p.stat().st_mtime)
     if not candidates:
         raise SystemExit(
-            f"vlmrm: --ckpt_path last: no checkpoint found under {runs_root / run_name}/*/"
-            "checkpoints/last.ckpt. Start the run without --ckpt_path, pass the checkpoint "
-            "file itself, or set --run_name / --trainer.default_root_dir to the run's."
+            f"vlmrm: --ckpt_path {which}: no checkpoint found under {runs_root / run_name}/"
+            f"{pattern}. Start the run without --ckpt_path, pass the checkpoint file itself, "
+            "or set --run_name / --trainer.default_root_dir to the run's."
         )
     return candidates[-1]
 
@@ -71,6 +77,7 @@ class VLMRMCLI(LightningCLI):
             "default: the name of the first --config file.",
         )
         parser.add_lightning_class_args(EnvStepCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(Evaluate, "evaluation")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
         # Checkpoints are always written atomically; added here rather than as a trainer
@@ -80,6 +87,8 @@ class VLMRMCLI(LightningCLI):
             AtomicCheckpointIO(),
             *(plugins if isinstance(plugins, list) else [plugins]),
         ]
+        if config.get("enable_progress_bar") is not False:
+            callbacks = [*callbacks, EnvStepProgressBar()]
         return super()._instantiate_trainer(config, callbacks)
 
     def before_instantiate_classes(self) -> None:
@@ -90,6 +99,10 @@ class VLMRMCLI(LightningCLI):
         config.trainer.default_root_dir = str(run_dir)
         config.checkpoint.dirpath = str(run_dir / "checkpoints")
         config.trainer.logger = self._loggers_in(run_dir, config.trainer.logger)
+        if self.subcommand == "fit" and config.trainer.limit_val_batches is None:
+            # Evaluation runs in episodes on an env-step schedule (the Evaluate callback), not
+            # in Lightning's validation loop, which `vlmrm validate` alone uses.
+            config.trainer.limit_val_batches = 0
         self.run_dir = run_dir
         print(f"vlmrm: run directory {run_dir}", file=sys.stderr)
 
@@ -100,11 +113,11 @@ class VLMRMCLI(LightningCLI):
             config_files = config.get("config") or []
             run_name = Path(str(config_files[0])).stem if config_files else "run"
         ckpt_path = config.get("ckpt_path")
-        if ckpt_path == "last":
-            ckpt = find_last_checkpoint(runs_root, run_name)
+        if ckpt_path in ("last", "best"):
+            ckpt = find_checkpoint(runs_root, run_name, ckpt_path)
             config.ckpt_path = str(ckpt)
             return ckpt.parent.parent
-        if ckpt_path not in (None, "best", "hpc", "registry"):
+        if ckpt_path not in (None, "hpc", "registry"):
             ckpt = Path(ckpt_path)
             if not ckpt.is_file():
                 raise SystemExit(f"vlmrm: --ckpt_path {ckpt_path}: no such checkpoint file.")
@@ -146,6 +159,8 @@ def _quiet_known_warnings() -> None:
     # Lightning's advice for manual optimisation does not apply: SAC checkpoints the state
     # after its updates on purpose. The pytree message is a Lightning/torch version mismatch.
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    # Tests and tools call the CLI with an argument list while sys.argv holds their own.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 

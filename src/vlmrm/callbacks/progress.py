@@ -1,0 +1,63 @@
+"""A progress bar in env steps, with throughput and recent returns."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+__all__ = ["EnvStepProgressBar"]
+
+
+class EnvStepProgressBar(TQDMProgressBar):
+    """Training progress as env steps of ``data.total_frames``, e.g.::
+
+        train: 42%|████▏     | 42000/100000 [05:10<07:08, 135 env steps/s, return=12.3,
+               gt_return=150, success=0.71, updates/s=68]
+
+    ``return`` (under the learned-from reward), ``gt_return`` and ``success`` are means over
+    the last ``window`` finished training episodes; the latest validation metrics follow when
+    there are some.
+    """
+
+    def __init__(self, refresh_rate: int = 1, window: int = 20) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self.window = window
+        self._recent: dict[str, deque[float]] = {}
+
+    def _reset_to_env_steps(self, trainer: L.Trainer) -> None:
+        data = trainer.datamodule
+        bar = self.train_progress_bar
+        bar.reset(total=data.total_frames)
+        bar.initial = data.env_steps  # a resumed run starts where it stopped
+        bar.n = data.env_steps
+        bar.unit = " env steps"
+        bar.set_description("train")
+        bar.refresh()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self._reset_to_env_steps(trainer)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args
+    ) -> None:
+        data = trainer.datamodule
+        episodes = data.latest.get("episodes", {})
+        for key in ("return", "gt_return", "success"):
+            values = episodes.get(key)
+            if values is not None and values.numel():
+                recent = self._recent.setdefault(key, deque(maxlen=self.window))
+                recent.extend(values.tolist())
+        bar = self.train_progress_bar
+        bar.update(data.env_steps - bar.n)
+        postfix = {key: f"{sum(v) / len(v):.3g}" for key, v in self._recent.items() if v}
+        updates_per_s = trainer.callback_metrics.get("time/updates_per_s")
+        if updates_per_s is not None:
+            postfix["updates/s"] = f"{float(updates_per_s):.3g}"
+        for key in ("val/return", "val/success"):
+            if key in trainer.callback_metrics:
+                postfix[key] = f"{float(trainer.callback_metrics[key]):.3g}"
+        bar.set_postfix(postfix, refresh=True)
