@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -124,9 +126,9 @@ class _CollectStream(IterableDataset):
         if dm.pending_index is not None:
             yield dm.replay_buffer[dm.pending_index].reshape(-1, dm.batch_size)
         dm.pending_index = None
-        while dm.env_steps < dm.total_frames:
+        while dm.global_env_steps < dm.total_frames:
             dm.collect_once()
-            if dm.env_steps < dm.learning_starts or len(dm.replay_buffer) == 0:
+            if dm.global_env_steps < dm.learning_starts or len(dm.replay_buffer) == 0:
                 continue
             updates = dm.take_updates()
             if updates:
@@ -136,6 +138,13 @@ class _CollectStream(IterableDataset):
         # so that a finished run resumed with a larger total_frames goes on).
         if dm.trainer is not None:
             dm.trainer.should_stop = True
+
+
+def _atomic_save(state: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save(state, temporary)
+    temporary.replace(path)
 
 
 def _pass_through(batch: TensorDictBase) -> TensorDictBase:
@@ -178,6 +187,12 @@ class RLDataModule(L.LightningDataModule):
 
     The env's own reward is kept as ``("next", "gt_reward")`` for ground-truth metrics.
 
+    With several ranks (``--trainer.devices N``), every rank runs its own envs (distinct
+    seeds), reward model and replay buffer, and collects ``frames_per_batch`` steps per
+    training step; ``env_steps`` counts this rank's steps and ``global_env_steps`` the sum over
+    ranks, which ``total_frames``, ``learning_starts`` and every schedule refer to. All ranks
+    take the same number of SAC updates (their gradients are averaged), so they stay in step.
+
     Args:
         env: which environment, how it renders (see :class:`vlmrm.envs.EnvConfig`).
         reward: the reward model; any :class:`vlmrm.rewards.RewardTransform` subclass
@@ -188,8 +203,9 @@ class RLDataModule(L.LightningDataModule):
         seed: base seed; env ``i`` of rank ``r`` gets ``seed + r * num_envs + i``.
         frames_per_batch: env steps collected per training step, summed over envs (rounded up
             to a multiple of ``num_envs``).
-        total_frames: env steps (summed over envs) after which training stops.
-        learning_starts: env steps taken with uniformly random actions before the first update.
+        total_frames: env steps after which training stops, summed over envs and ranks.
+        learning_starts: env steps (summed over ranks) taken with uniformly random actions
+            before the first update.
         buffer_size: replay buffer capacity in transitions.
         batch_size: transitions per SAC update.
         updates_per_step: SAC updates per env step collected (1.0 = the paper's ratio).
@@ -286,6 +302,16 @@ class RLDataModule(L.LightningDataModule):
         finally:
             env.close()
 
+    @property
+    def world_size(self) -> int:
+        trainer = self.trainer
+        return trainer.world_size if trainer is not None else 1
+
+    @property
+    def global_env_steps(self) -> int:
+        """Env steps summed over ranks (ranks collect in lockstep, equal amounts)."""
+        return self.env_steps * self.world_size
+
     # --- Lightning hooks ---------------------------------------------------------------------
 
     def train_dataloader(self) -> DataLoader:
@@ -313,7 +339,31 @@ class RLDataModule(L.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue a run exactly: counters, buffer, reward statistics,
-        per-env episode sums, random-number generator states and the env's identity."""
+        per-env episode sums, random-number generator states and the env's identity.
+
+        Lightning writes checkpoints from rank 0 only; with several ranks, every other rank
+        saves its own state (its buffer differs) to ``checkpoints/ranks/`` next to it.
+        """
+        state = self._local_state()
+        if self.world_size > 1:
+            state["world_size"] = self.world_size
+            rank = self.trainer.global_rank
+            if rank != 0:
+                path = self._rank_state_path(rank, self.env_steps)
+                _atomic_save(state, path)
+                # Keep this rank's two newest states (the last and the one before it).
+                older = sorted(
+                    path.parent.glob(f"rank{rank}-*.pt"), key=lambda f: f.stat().st_mtime
+                )
+                for stale in older[:-2]:
+                    stale.unlink(missing_ok=True)
+        return state
+
+    def _rank_state_path(self, rank: int, env_steps: int) -> Path:
+        directory = Path(self.trainer.default_root_dir) / "checkpoints" / "ranks"
+        return directory / f"rank{rank}-env_steps={env_steps}.pt"
+
+    def _local_state(self) -> dict[str, Any]:
         return {
             "env_steps": self.env_steps,
             "update_credit": self.update_credit,
@@ -328,6 +378,21 @@ class RLDataModule(L.LightningDataModule):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_world = state_dict.get("world_size", 1)
+        if saved_world != self.world_size:
+            raise ValueError(
+                f"The checkpoint was written by {saved_world} rank(s), this run has "
+                f"{self.world_size}. Resume with the same --trainer.devices and "
+                "--trainer.num_nodes (each rank's replay buffer is in the checkpoint)."
+            )
+        if self.world_size > 1 and self.trainer.global_rank != 0:
+            path = self._rank_state_path(self.trainer.global_rank, state_dict["env_steps"])
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"Rank {self.trainer.global_rank}'s part of the checkpoint is missing: "
+                    f"{path}. Resume from a checkpoint written by this run's ranks."
+                )
+            state_dict = torch.load(path, map_location="cpu", weights_only=False)
         saved_env = state_dict.get("env", {})
         current_env = {name: getattr(self.env_config, name) for name in ENV_IDENTITY_FIELDS}
         differing = {
@@ -364,6 +429,10 @@ class RLDataModule(L.LightningDataModule):
         if trainer is None:
             raise RuntimeError("RLDataModule collects with the policy of a Trainer's module.")
         module = trainer.lightning_module
+        root = trainer.strategy.root_device
+        if root.type == "cuda" and os.environ.get("MUJOCO_GL", "egl") == "egl":
+            # MuJoCo renders on this rank's GPU (set before the first GL context is made).
+            os.environ.setdefault("MUJOCO_EGL_DEVICE_ID", str(root.index or 0))
         # A resumed run gets fresh env seeds (offset by the steps already taken), so it does
         # not replay the episodes it began with.
         self._env = make_env(
@@ -378,7 +447,9 @@ class RLDataModule(L.LightningDataModule):
             module.make_policy(deterministic=False),
             frames_per_batch=self.frames_per_batch,
             total_frames=-1,
-            init_random_frames=max(0, self.learning_starts - self.env_steps),
+            init_random_frames=max(
+                0, math.ceil(self.learning_starts / self.world_size) - self.env_steps
+            ),
             policy_device=module.device,
             env_device="cpu",
             storing_device="cpu",
@@ -398,8 +469,10 @@ class RLDataModule(L.LightningDataModule):
         reward_s = time.perf_counter() - start
         batch = batch.exclude(PIXELS, (NEXT, PIXELS))
         self.replay_buffer.extend(batch.select(*TRANSITION_KEYS, strict=False).reshape(-1))
-        # Updates are owed only for the steps past learning_starts (as in SB3).
-        learning_steps = self.env_steps + batch.numel() - max(self.env_steps, self.learning_starts)
+        # Updates are owed only for the steps past learning_starts (as in SB3), counted on
+        # this rank's share of the global step count.
+        local_start = math.ceil(self.learning_starts / self.world_size)
+        learning_steps = self.env_steps + batch.numel() - max(self.env_steps, local_start)
         self.env_steps += batch.numel()
         self.update_credit += max(0, learning_steps) * self.updates_per_step
         self.latest = {

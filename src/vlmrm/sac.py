@@ -28,6 +28,7 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from vlmrm.keys import ACTION, NEXT, OBSERVATION, REWARD, TERMINATED
 
@@ -357,8 +358,13 @@ class SAC(L.LightningModule):
         """K SAC updates on a ``[K, B]`` batch (see the class docstring); logs the mean metrics."""
         metrics = self.run_updates(batch, self.optimizers())
         batch_size = batch.shape[1] if batch.batch_dims > 1 else batch.shape[0]
+        # With several ranks the logged value is the mean over ranks (every rank logs the same
+        # names each step, so the collective calls match).
+        sync = self.trainer.world_size > 1
         for name, value in metrics.items():
-            self.log(name, value, on_step=True, on_epoch=False, batch_size=batch_size)
+            self.log(
+                name, value, on_step=True, on_epoch=False, batch_size=batch_size, sync_dist=sync
+            )
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         """Nothing per batch: ``vlmrm validate`` evaluates whole episodes in the
@@ -601,17 +607,41 @@ class SAC(L.LightningModule):
         return self.policy_delay > 1 or self.target_update_interval > 1
 
     def _backward(self, loss: Tensor) -> None:
-        if self._trainer is None:
+        if self._trainer is None or isinstance(self.trainer.model, DistributedDataParallel):
+            # Under DDP, plain backward: one SAC training step runs 3K backward passes while
+            # DDP's reducer expects one per forward, so the reducer stays idle and _step
+            # averages the gradients across ranks itself (one all-reduce per optimizer step).
             loss.backward()
         else:
             self.manual_backward(loss)
+
+    def _average_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        """Average the gradients of ``optimizer``'s parameters over all ranks (in one flat
+        all-reduce), so every rank takes the same step and the weights stay identical."""
+        grads = [
+            p.grad
+            for group in optimizer.param_groups
+            for p in group["params"]
+            if p.grad is not None
+        ]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= torch.distributed.get_world_size()
+        parts = flat.split([g.numel() for g in grads])
+        torch._foreach_copy_(grads, [part.view_as(g) for part, g in zip(parts, grads, strict=True)])
 
     def _step(self, optimizer: torch.optim.Optimizer, counts_as_global_step: bool = False) -> None:
         """Optimizer step; through Lightning's strategy (precision plugins) under a Trainer.
 
         Only the critic step goes through ``LightningOptimizer.step``, which advances
-        ``global_step``; the others call the strategy directly so they do not.
+        ``global_step``; the others call the strategy directly so they do not. With several
+        ranks the gradients are averaged first.
         """
+        if self._trainer is not None and self.trainer.world_size > 1:
+            raw = optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer
+            self._average_gradients(raw)
         if not isinstance(optimizer, LightningOptimizer) or counts_as_global_step:
             optimizer.step()
         else:

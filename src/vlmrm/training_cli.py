@@ -9,6 +9,7 @@ last`` continues the newest run of that name in its own directory.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -47,6 +48,21 @@ SPEC_LINKS = (
 # Loggers that write into a directory we choose (``save_dir``) with Lightning's name/version
 # sub-folders switched off, so their files land in the run directory itself.
 _DIRECTORY_LOGGERS = ("TensorBoardLogger", "CSVLogger")
+
+
+# Set by rank 0 for the ranks it launches; may also be set by hand to choose the directory.
+RUN_DIR_VARIABLE = "VLMRM_RUN_DIR"
+
+
+def _run_id() -> str:
+    """The run's folder name: the cluster job id when there is one (identical on every rank
+    and node, also across requeues), else the start time."""
+    if os.environ.get("SLURM_JOB_ID"):
+        return f"slurm-{os.environ['SLURM_JOB_ID']}"
+    torchrun_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if torchrun_id != "none":
+        return f"torchrun-{torchrun_id}"
+    return time.strftime("%Y%m%d-%H%M%S")
 
 
 def find_checkpoint(runs_root: Path, run_name: str, which: str) -> Path:
@@ -95,7 +111,13 @@ class VLMRMCLI(LightningCLI):
         if self.subcommand is None:
             return
         config = self.config[self.subcommand]
-        run_dir = self._resolve_run_dir(config)
+        # Every rank of a multi-process run must write into the same directory. Lightning's
+        # own launcher starts ranks > 0 from this process, which hands its choice down.
+        shared = os.environ.get(RUN_DIR_VARIABLE)
+        run_dir = Path(shared) if shared else self._resolve_run_dir(config)
+        if shared and config.get("ckpt_path") in ("last", "best"):
+            config.ckpt_path = str(run_dir / "checkpoints" / f"{config.ckpt_path}.ckpt")
+        os.environ[RUN_DIR_VARIABLE] = str(run_dir)
         config.trainer.default_root_dir = str(run_dir)
         config.checkpoint.dirpath = str(run_dir / "checkpoints")
         config.trainer.logger = self._loggers_in(run_dir, config.trainer.logger)
@@ -123,7 +145,7 @@ class VLMRMCLI(LightningCLI):
                 raise SystemExit(f"vlmrm: --ckpt_path {ckpt_path}: no such checkpoint file.")
             if ckpt.parent.name == "checkpoints":
                 return ckpt.parent.parent  # continue in the run's own directory
-        return runs_root / run_name / time.strftime("%Y%m%d-%H%M%S")
+        return runs_root / run_name / _run_id()
 
     @staticmethod
     def _loggers_in(run_dir: Path, logger: Any) -> Any:
@@ -168,17 +190,23 @@ def run_training_cli(args: Sequence[str] | None = None, run: bool = True) -> VLM
     """Build (and by default run) the training CLI on ``args`` (default: ``sys.argv[1:]``)."""
     _interrupt_on_sigterm()
     _quiet_known_warnings()
-    return VLMRMCLI(
-        SAC,
-        RLDataModule,
-        args=None if args is None else list(args),
-        run=run,
-        parser_kwargs={"parser_mode": "omegaconf"},
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={
-            "callbacks": [TrainMetrics(), CheckpointOnInterrupt()],
-            "max_epochs": -1,  # data.total_frames (env steps) ends the run
-            "num_sanity_val_steps": 0,
-            "log_every_n_steps": 1,
-        },
-    )
+    inherited = os.environ.get(RUN_DIR_VARIABLE)
+    try:
+        return VLMRMCLI(
+            SAC,
+            RLDataModule,
+            args=None if args is None else list(args),
+            run=run,
+            parser_kwargs={"parser_mode": "omegaconf"},
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={
+                "callbacks": [TrainMetrics(), CheckpointOnInterrupt()],
+                "max_epochs": -1,  # data.total_frames (env steps) ends the run
+                "num_sanity_val_steps": 0,
+                "log_every_n_steps": 1,
+            },
+        )
+    finally:
+        # The next run started from this process (tests, notebooks) gets its own directory.
+        if inherited is None:
+            os.environ.pop(RUN_DIR_VARIABLE, None)

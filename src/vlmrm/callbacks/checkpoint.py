@@ -14,7 +14,8 @@ __all__ = ["CheckpointOnInterrupt", "EnvStepCheckpoint"]
 
 
 def _env_steps(trainer: L.Trainer) -> int:
-    return int(getattr(trainer.datamodule, "env_steps", 0))
+    """Env steps so far, summed over ranks."""
+    return int(getattr(trainer.datamodule, "global_env_steps", 0))
 
 
 class EnvStepCheckpoint(ModelCheckpoint):
@@ -28,8 +29,8 @@ class EnvStepCheckpoint(ModelCheckpoint):
     keeps only ``last.ckpt``.
 
     Args:
-        every_n_env_steps: env steps (summed over envs and ranks' shares as counted by the data
-            module) between checkpoints; ``None`` saves only at the end (and on interrupt).
+        every_n_env_steps: env steps (summed over envs and ranks) between checkpoints; ``None``
+            saves only at the end (and on interrupt).
         **kwargs: :class:`ModelCheckpoint` arguments (``dirpath``, ``save_top_k``, ...).
     """
 

@@ -140,18 +140,18 @@ class Evaluate(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_env_steps:
-            self._interval = trainer.datamodule.env_steps // self.every_n_env_steps
+            self._interval = trainer.datamodule.global_env_steps // self.every_n_env_steps
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         if not self.every_n_env_steps:
             return
-        interval = trainer.datamodule.env_steps // self.every_n_env_steps
+        interval = trainer.datamodule.global_env_steps // self.every_n_env_steps
         if interval > self._interval:
             self._interval = interval
             self.evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.datamodule.env_steps != self.last_evaluated and not trainer.interrupted:
+        if trainer.datamodule.global_env_steps != self.last_evaluated and not trainer.interrupted:
             self.evaluate(trainer, pl_module)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -165,7 +165,7 @@ class Evaluate(L.Callback):
         if not trainer.is_global_zero:
             return {}
         data = trainer.datamodule
-        env_steps = int(data.env_steps)
+        env_steps = int(data.global_env_steps)
         self.last_evaluated = env_steps
         was_training = pl_module.training
         pl_module.eval()

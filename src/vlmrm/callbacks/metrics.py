@@ -14,10 +14,12 @@ __all__ = ["TrainMetrics"]
 class TrainMetrics(L.Callback):
     """Logs the statistics of each collected batch next to SAC's losses.
 
-    - ``train/return``: mean return of the episodes that ended in the batch, under the reward
-      the agent learns from (the VLM reward); ``train/gt_return`` the same under the env's own
-      reward; ``train/success`` mean per-step success of those episodes; ``train/episode_length``.
-    - ``time/env_steps`` (total so far), ``time/env_steps_per_s`` (collection alone),
+    - ``train/return``: mean return of the episodes that ended in the batch (on any rank),
+      under the reward the agent learns from (the VLM reward); ``train/gt_return`` the same
+      under the env's own reward; ``train/success`` mean per-step success of those episodes;
+      ``train/episode_length``.
+    - ``time/env_steps`` (total so far, summed over ranks), ``time/env_steps_per_s`` (this
+      rank's collection alone),
       ``time/reward_frames_per_s`` (the reward model alone), ``time/updates_per_s`` (SAC
       updates of the step, timed from batch start to end).
     """
@@ -44,20 +46,39 @@ class TrainMetrics(L.Callback):
             return
         updates = batch.shape[0] if hasattr(batch, "shape") else 1
         elapsed = max(time.perf_counter() - self._batch_start, 1e-9)
+        episodes = latest["episodes"]
+        # Episode statistics summed over ranks: [return, gt_return, success, length, count].
+        # Every rank takes part each step (also with no finished episode), so the collective
+        # calls always match.
+        sums = torch.tensor(
+            [
+                float(episodes["return"].sum()),
+                float(episodes["gt_return"].sum()),
+                float(episodes["success"].sum()),
+                float(episodes["length"].sum()),
+                float(episodes["return"].numel()),
+            ],
+            dtype=torch.float64,
+        )
+        if trainer.world_size > 1:
+            sums = trainer.strategy.reduce(
+                sums.to(trainer.strategy.root_device), reduce_op="sum"
+            ).cpu()
         metrics: dict[str, float | torch.Tensor] = {
-            "time/env_steps": float(datamodule.env_steps),
+            "time/env_steps": float(datamodule.global_env_steps),
+            # Rates of this rank's collection, reward model and updates.
             "time/env_steps_per_s": latest["collect_steps_per_s"],
             "time/reward_frames_per_s": latest["reward_frames_per_s"],
             "time/updates_per_s": updates / elapsed,
         }
-        episodes = latest["episodes"]
-        if episodes["return"].numel() > 0:
+        count = float(sums[4])
+        if count > 0:
             metrics.update(
                 {
-                    "train/return": episodes["return"].mean().float(),
-                    "train/gt_return": episodes["gt_return"].mean().float(),
-                    "train/success": episodes["success"].mean().float(),
-                    "train/episode_length": episodes["length"].mean().float(),
+                    "train/return": float(sums[0]) / count,
+                    "train/gt_return": float(sums[1]) / count,
+                    "train/success": float(sums[2]) / count,
+                    "train/episode_length": float(sums[3]) / count,
                 }
             )
         pl_module.log_dict(metrics, on_step=True, prog_bar=False)

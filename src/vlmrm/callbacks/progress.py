@@ -31,8 +31,8 @@ class EnvStepProgressBar(TQDMProgressBar):
         data = trainer.datamodule
         bar = self.train_progress_bar
         bar.reset(total=data.total_frames)
-        bar.initial = data.env_steps  # a resumed run starts where it stopped
-        bar.n = data.env_steps
+        bar.initial = data.global_env_steps  # a resumed run starts where it stopped
+        bar.n = data.global_env_steps
         bar.unit = " env steps"
         bar.set_description("train")
         bar.refresh()
@@ -52,7 +52,7 @@ class EnvStepProgressBar(TQDMProgressBar):
                 recent = self._recent.setdefault(key, deque(maxlen=self.window))
                 recent.extend(values.tolist())
         bar = self.train_progress_bar
-        bar.update(data.env_steps - bar.n)
+        bar.update(data.global_env_steps - bar.n)
         postfix = {key: f"{sum(v) / len(v):.3g}" for key, v in self._recent.items() if v}
         updates_per_s = trainer.callback_metrics.get("time/updates_per_s")
         if updates_per_s is not None:

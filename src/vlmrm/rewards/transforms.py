@@ -15,6 +15,7 @@ appended to an environment (``TransformedEnv``) they work step by step.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Literal
 
@@ -185,6 +186,15 @@ class GroundTruthReward(RewardTransform):
         return reward * self.vlm_weight
 
 
+def _default_device() -> str:
+    """This process's GPU (``cuda:<local rank>`` under torchrun, SLURM or Lightning's DDP
+    launcher, so each rank's VLM runs on its own GPU), else the CPU."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    local_rank = os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))
+    return f"cuda:{int(local_rank) % torch.cuda.device_count()}"
+
+
 class VLMReward(RewardTransform):
     """Base class of rewards computed by a vision-language model from rendered frames.
 
@@ -206,7 +216,8 @@ class VLMReward(RewardTransform):
         baseline_prompts: sentences describing the environment without the goal.
         negative_prompts: extra sentences the goal competes against (softmax reward).
         cache_dir: weights cache folder.
-        device: device for the VLM; ``None`` picks ``"cuda"`` when available, else ``"cpu"``.
+        device: device for the VLM, e.g. ``"cuda:1"`` to give it its own GPU; ``None`` picks
+            this process's GPU (``cuda:<local rank>`` with several ranks), else ``"cpu"``.
         dtype: VLM precision, ``"float32"``, ``"bfloat16"`` (fast on recent CPUs and GPUs) or
             ``"float16"`` (GPU only).
         batch_size: frames embedded per forward pass; bounds activation memory.
@@ -238,7 +249,7 @@ class VLMReward(RewardTransform):
             raise ValueError(f"batch_size={batch_size} must be a positive integer.")
         self.batch_size = int(batch_size)
         if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+            device = _default_device()
         self.backbone = VLMBackbone(model, pretrained, cache_dir, device, dtype)
         self._register_prompts()
 
