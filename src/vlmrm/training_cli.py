@@ -192,7 +192,7 @@ def run_training_cli(args: Sequence[str] | None = None, run: bool = True) -> VLM
     _quiet_known_warnings()
     inherited = os.environ.get(RUN_DIR_VARIABLE)
     try:
-        return VLMRMCLI(
+        cli = VLMRMCLI(
             SAC,
             RLDataModule,
             args=None if args is None else list(args),
@@ -206,6 +206,13 @@ def run_training_cli(args: Sequence[str] | None = None, run: bool = True) -> VLM
                 "log_every_n_steps": 1,
             },
         )
+        run_dir = getattr(cli, "run_dir", None)
+        if run and run_dir is not None and cli.trainer.is_global_zero:
+            print(
+                f"vlmrm: done; checkpoints, logs, videos and plots are in {run_dir.resolve()}",
+                file=sys.stderr,
+            )
+        return cli
     finally:
         # The next run started from this process (tests, notebooks) gets its own directory.
         if inherited is None:
