@@ -158,7 +158,10 @@ class SACPolicy(nn.Module):
     @torch.no_grad()
     def forward(self, observation: Tensor) -> Tensor:
         batch_shape = observation.shape[:-1]
-        flat = observation.reshape(-1, observation.shape[-1]).to(self.rescale.scale.dtype)
+        # Observations may come from CPU envs while the networks sit on a GPU; the action goes
+        # back to the observation's device.
+        scale = self.rescale.scale
+        flat = observation.reshape(-1, observation.shape[-1]).to(scale.device, scale.dtype)
         out = self.actor(flat)
         if self.discrete:
             if self.deterministic:
@@ -166,7 +169,7 @@ class SACPolicy(nn.Module):
             else:
                 index = torch.multinomial(torch.softmax(out, -1), 1).squeeze(-1)
             if self.action_encoding == "index":
-                return index.reshape(batch_shape)
+                return index.reshape(batch_shape).to(observation.device)
             action = F.one_hot(index, out.shape[-1])  # int64, as GymEnv's OneHot spec
         else:
             mean, log_std = out.chunk(2, dim=-1)
@@ -176,7 +179,7 @@ class SACPolicy(nn.Module):
                 std = _scaled_log_std(log_std).exp()
                 squashed = torch.tanh(mean + std * torch.randn_like(mean))
             action = self.rescale(squashed)
-        return action.reshape(*batch_shape, action.shape[-1])
+        return action.reshape(*batch_shape, action.shape[-1]).to(observation.device)
 
 
 def _scaled_log_std(raw: Tensor) -> Tensor:
