@@ -53,7 +53,12 @@ def short_run(tmp_path: Path, tiny_clip, *args: str, subcommand: str = "fit"):
     )  # fmt: skip
 
 
-def test_short_run_writes_video_plot_metrics_and_best_checkpoint(tmp_path, tiny_clip):
+def load_env_steps(checkpoint: Path) -> int:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    return int(state["RLDataModule"]["env_steps"])
+
+
+def test_short_run_writes_video_plot_metrics_best_checkpoint_and_validates(tmp_path, tiny_clip):
     cli = short_run(tmp_path, tiny_clip)
     run_dir = Path(cli.trainer.default_root_dir)
 
@@ -84,13 +89,12 @@ def test_short_run_writes_video_plot_metrics_and_best_checkpoint(tmp_path, tiny_
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
-
-def test_validate_evaluates_the_best_checkpoint(tmp_path, tiny_clip):
-    short_run(tmp_path, tiny_clip, "--evaluation.every_n_env_steps", "null")
+    # `vlmrm validate --ckpt_path best` evaluates the best checkpoint into validate/.
+    best_steps = load_env_steps(run_dir / "checkpoints" / "best.ckpt")
     cli = short_run(tmp_path, tiny_clip, "--ckpt_path", "best", subcommand="validate")
-    run_dir = Path(cli.trainer.default_root_dir)
-    assert (run_dir / "validate" / "videos" / "env_steps=300.mp4").is_file()
-    assert (run_dir / "validate" / "plots" / "env_steps=300.png").is_file()
+    assert Path(cli.trainer.default_root_dir) == run_dir
+    assert (run_dir / "validate" / "videos" / f"env_steps={best_steps}.mp4").is_file()
+    assert (run_dir / "validate" / "plots" / f"env_steps={best_steps}.png").is_file()
     assert (run_dir / "validate" / "evaluations.jsonl").is_file()
 
 
