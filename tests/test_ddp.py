@@ -90,3 +90,14 @@ def test_two_cpu_ranks_train_one_policy_with_distinct_envs(tmp_path):
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["RLDataModule"]["env_steps"] == 240
     assert last["RLDataModule"]["world_size"] == 2
+
+    # Resume with the same two ranks and a larger budget: the run continues in place.
+    command = [arg if arg != "480" else "640" for arg in command] + ["--ckpt_path", "last"]
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "ddp").iterdir()] == [run_dir.name]
+    resumed = torch.load(run_dir / "rank1.pt", weights_only=False)
+    assert resumed["env_steps"] == 320 and resumed["global_env_steps"] == 640
+    assert resumed["updates"] == 40 + 20  # 80 more local steps at 0.25

@@ -205,7 +205,8 @@ class RLDataModule(L.LightningDataModule):
             to a multiple of ``num_envs``).
         total_frames: env steps after which training stops, summed over envs and ranks.
         learning_starts: env steps (summed over ranks) taken with uniformly random actions
-            before the first update.
+            before the first update (the collector rounds the random phase up to whole
+            collections of ``frames_per_batch``).
         buffer_size: replay buffer capacity in transitions.
         batch_size: transitions per SAC update.
         updates_per_step: SAC updates per env step collected (1.0 = the paper's ratio).
