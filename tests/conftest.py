@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 # Tests never touch the network: any attempt must fail at once rather than hang.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,3 +31,12 @@ def tiny_siglip_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A folder holding a tiny SigLIP-style model (config with preprocessing + weights)."""
     root = tmp_path_factory.mktemp("tiny_siglip")
     return str(save_model_folder(root / "siglip", TINY_SIGLIP_CONFIG, SIGLIP_PREPROCESS))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks on a 2-core machine: extra threads only add synchronisation cost."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

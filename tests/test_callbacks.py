@@ -24,12 +24,7 @@ CSV_LOGGER = """trainer:
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def short_run(tmp_path: Path, tiny_clip, *args: str, subcommand: str = "fit"):

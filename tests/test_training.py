@@ -32,13 +32,7 @@ QUICK = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny networks: threads only add synchronisation cost on a 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_vlm_args(tiny_clip) -> list[str]:

@@ -10,7 +10,16 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
-__all__ = ["CheckpointOnInterrupt", "EnvStepCheckpoint"]
+__all__ = ["CheckpointOnInterrupt", "EnvStepCheckpoint", "check_interval"]
+
+
+def check_interval(name: str, value: int | None, action: str) -> None:
+    """An env-step interval must be a positive integer, or ``None`` (only at the end)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(
+            f"{name}={value!r} must be a positive integer, or null to {action} only at the "
+            "end of the run."
+        )
 
 
 def _env_steps(trainer: L.Trainer) -> int:
@@ -43,15 +52,7 @@ class EnvStepCheckpoint(ModelCheckpoint):
         enable_version_counter: bool = False,
         **kwargs: Any,
     ) -> None:
-        if every_n_env_steps is not None and (
-            isinstance(every_n_env_steps, bool)
-            or not isinstance(every_n_env_steps, int)
-            or every_n_env_steps < 1
-        ):
-            raise ValueError(
-                f"checkpoint.every_n_env_steps={every_n_env_steps!r} must be a positive "
-                "integer, or null to save only at the end of the run."
-            )
+        check_interval("checkpoint.every_n_env_steps", every_n_env_steps, "save")
         super().__init__(
             filename=filename,
             save_last=save_last,

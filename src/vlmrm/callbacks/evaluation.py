@@ -14,6 +14,7 @@ import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from vlmrm.callbacks.checkpoint import check_interval
 from vlmrm.callbacks.drawing import annotate_episode, plot_reward_vs_truth
 from vlmrm.callbacks.media_logging import log_image, log_video
 from vlmrm.envs import env_defines_success
@@ -114,15 +115,7 @@ class Evaluate(L.Callback):
         for name, value in (("episodes", episodes), ("video_episodes", video_episodes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"evaluation.{name}={value!r} must be a positive integer.")
-        if every_n_env_steps is not None and (
-            isinstance(every_n_env_steps, bool)
-            or not isinstance(every_n_env_steps, int)
-            or every_n_env_steps < 1
-        ):
-            raise ValueError(
-                f"evaluation.every_n_env_steps={every_n_env_steps!r} must be a positive "
-                "integer, or null to evaluate only at the end of the run."
-            )
+        check_interval("evaluation.every_n_env_steps", every_n_env_steps, "evaluate")
         self.every_n_env_steps = every_n_env_steps
         self.episodes = episodes
         self.video = video
