@@ -257,10 +257,11 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path) -> None:
     parallel rollout: the trainer process and all its workers must exit, leaving no orphan."""
     script = tmp_path / "ctrl_c.py"
     script.write_text(_CTRL_C_SCRIPT)
+    log = (tmp_path / "stderr.txt").open("w")
     proc = subprocess.Popen(
-        [sys.executable, str(script)],
+        [sys.executable, "-X", "faulthandler", str(script)],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
         text=True,
         start_new_session=True,  # its own process group, so we can signal it like a terminal
     )
@@ -269,7 +270,12 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path) -> None:
         group = proc.pid
         assert len([p for p in _processes() if p[2] == group]) >= 3  # main + 2 workers
         os.killpg(group, signal.SIGINT)
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGABRT)  # faulthandler prints where it hangs
+            proc.wait(timeout=10)
+            raise AssertionError((tmp_path / "stderr.txt").read_text()[-6000:]) from None
         deadline = time.monotonic() + 10
         while [p for p in _processes() if p[2] == group] and time.monotonic() < deadline:
             time.sleep(0.1)
