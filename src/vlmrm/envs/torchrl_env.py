@@ -20,6 +20,9 @@ from __future__ import annotations
 import atexit
 import functools
 import inspect
+import multiprocessing
+import signal
+import threading
 import weakref
 
 import gymnasium as gym
@@ -55,6 +58,7 @@ class VLMRMEnv(EnvBase):
 
     def __init__(self, config: EnvConfig, seed: int = 0, device: str | torch.device = "cpu"):
         super().__init__(device=device, batch_size=torch.Size([]))
+        _ignore_ctrl_c_in_workers()
         self.config = config
         self._env: VLMRMGymEnv = make_gym_env(config)
         self._next_seed: int | None = seed
@@ -158,6 +162,19 @@ _SHUTDOWN_TIMEOUT = (
     if "shutdown_timeout" in inspect.signature(ParallelEnv.__init__).parameters
     else {}
 )
+
+
+def _ignore_ctrl_c_in_workers() -> None:
+    """In a ParallelEnv worker, leave Ctrl-C to the parent process.
+
+    A terminal sends SIGINT to the whole process group. A worker killed by it in the middle of
+    a step can leave the parent waiting forever for that step (TorchRL's wait has no deadline
+    by default); a worker that ignores it lives on until the parent, which does get the
+    KeyboardInterrupt, closes it. Workers are daemonic, so none outlives the parent.
+    """
+    in_worker = multiprocessing.parent_process() is not None
+    if in_worker and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _close_at_exit(ref: weakref.ref) -> None:
