@@ -264,6 +264,10 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path) -> None:
         stderr=log,
         text=True,
         start_new_session=True,  # its own process group, so we can signal it like a terminal
+        # A terminal's foreground program has the default Ctrl-C handling, even when pytest
+        # itself runs with SIGINT ignored (started in the background, or after a test in this
+        # process went through Lightning's Ctrl-C path, which ignores further SIGINTs).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout.readline().strip() == "ready"
