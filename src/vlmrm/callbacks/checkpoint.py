@@ -10,7 +10,15 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
-__all__ = ["CheckpointOnInterrupt", "EnvStepCheckpoint", "check_interval"]
+__all__ = ["CheckpointOnInterrupt", "EnvStepCheckpoint", "check_interval", "checkpoint_dir"]
+
+
+def checkpoint_dir(trainer: L.Trainer) -> Path:
+    """Where the run's ModelCheckpoint writes (``<run>/checkpoints``), else the run directory."""
+    checkpoint = next(
+        (cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath), None
+    )
+    return Path(checkpoint.dirpath) if checkpoint else Path(trainer.default_root_dir)
 
 
 def check_interval(name: str, value: int | None, action: str) -> None:
@@ -111,11 +119,9 @@ class CheckpointOnInterrupt(L.Callback):
             return
         if trainer.global_step == 0 and _env_steps(trainer) == 0:
             return  # nothing happened yet: nothing to keep
-        checkpoint = next(
-            (cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath),
-            None,
+        path = (
+            checkpoint_dir(trainer)
+            / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
         )
-        directory = Path(checkpoint.dirpath) if checkpoint else Path(trainer.default_root_dir)
-        path = directory / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
         trainer.save_checkpoint(path)
         rank_zero_info(f"vlmrm: interrupted; checkpoint written to {path}")

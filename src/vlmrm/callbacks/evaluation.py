@@ -11,10 +11,9 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from vlmrm.callbacks.checkpoint import check_interval
+from vlmrm.callbacks.checkpoint import check_interval, checkpoint_dir
 from vlmrm.callbacks.drawing import annotate_episode, plot_reward_vs_truth
 from vlmrm.callbacks.media_logging import log_image, log_video
 from vlmrm.envs import env_defines_success
@@ -211,13 +210,13 @@ class Evaluate(L.Callback):
     def _write_video(
         self, trainer: L.Trainer, evaluation: Evaluation, path: Path, env_steps: int
     ) -> None:
+        defines = env_defines_success(trainer.datamodule.env_config)
         clips = []
         for episode in range(self.video_episodes):
             length = int(evaluation.lengths[episode])
             frames = evaluation.frames[episode, :length].numpy()
             rewards = evaluation.reward[episode, :length].numpy()
             success = evaluation.success[episode, :length].numpy().astype(bool)
-            defines = env_defines_success(trainer.datamodule.env_config)
             clips.append(annotate_episode(frames, rewards, success if defines else None))
         frames = np.concatenate(clips)
         write_video(path, frames, fps=self.fps)
@@ -241,13 +240,8 @@ class Evaluate(L.Callback):
 
     def _save_best(self, trainer: L.Trainer) -> None:
         # Rank 0 alone writes (no collective call: the other ranks are still training).
-        checkpoint = next(
-            (cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath),
-            None,
-        )
-        directory = Path(checkpoint.dirpath) if checkpoint else Path(trainer.default_root_dir)
         state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-        trainer.strategy.checkpoint_io.save_checkpoint(state, directory / "best.ckpt")
+        trainer.strategy.checkpoint_io.save_checkpoint(state, checkpoint_dir(trainer) / "best.ckpt")
 
     def state_dict(self) -> dict[str, Any]:
         return {
