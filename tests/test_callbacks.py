@@ -56,6 +56,8 @@ def load_env_steps(checkpoint: Path) -> int:
 def test_short_run_writes_video_plot_metrics_best_checkpoint_and_validates(tmp_path, tiny_clip):
     cli = short_run(tmp_path, tiny_clip)
     run_dir = Path(cli.trainer.default_root_dir)
+    # Lightning's CSVLogger is swapped for the one that appends on resume.
+    assert type(cli.trainer.logger).__module__ == "vlmrm.loggers"
 
     # Evaluations at 200 env steps (schedule) and at the end (300).
     videos = sorted((run_dir / "videos").glob("*.mp4"))
@@ -73,6 +75,11 @@ def test_short_run_writes_video_plot_metrics_best_checkpoint_and_validates(tmp_p
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     val_rows = [r for r in rows if r.get("val/return")]
     assert len(val_rows) == 2
+    # Every curve's x-axis is env steps: the evaluations' and the training steps' alike.
+    assert [int(r["step"]) for r in val_rows] == [200, 300]
+    train_rows = [r for r in rows if r.get("time/env_steps")]
+    assert train_rows
+    assert all(int(r["step"]) == int(float(r["time/env_steps"])) for r in train_rows)
     for row in val_rows:
         assert 0.0 <= float(row["val/success"]) <= 1.0
         assert float(row["val/episode_length"]) == 50
@@ -84,13 +91,22 @@ def test_short_run_writes_video_plot_metrics_best_checkpoint_and_validates(tmp_p
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
-    # `vlmrm validate --ckpt_path best` evaluates the best checkpoint into validate/.
+    # `vlmrm validate --ckpt_path best` evaluates the best checkpoint into validate/, loggers
+    # included, and leaves the training run's metrics alone.
     best_steps = load_env_steps(run_dir / "checkpoints" / "best.ckpt")
     cli = short_run(tmp_path, tiny_clip, "--ckpt_path", "best", subcommand="validate")
     assert Path(cli.trainer.default_root_dir) == run_dir
     assert (run_dir / "validate" / "videos" / f"env_steps={best_steps}.mp4").is_file()
     assert (run_dir / "validate" / "plots" / f"env_steps={best_steps}.png").is_file()
     assert (run_dir / "validate" / "evaluations.jsonl").is_file()
+    validate_rows = list(csv.DictReader((run_dir / "validate" / "metrics.csv").open()))
+    assert [int(r["step"]) for r in validate_rows if r.get("val/return")] == [best_steps]
+    assert list(csv.DictReader((run_dir / "metrics.csv").open())) == rows
+
+    # Resuming the run appends to its metrics.csv (Lightning's CSVLogger would delete it).
+    short_run(tmp_path, tiny_clip, "--ckpt_path", "last", "--data.total_frames", "400")
+    resumed_rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert [int(r["step"]) for r in resumed_rows if r.get("val/return")] == [200, 300, 400]
 
 
 def test_callbacks_write_nothing_on_other_ranks(tmp_path, tiny_clip, monkeypatch):
@@ -126,3 +142,49 @@ def test_annotate_episode_adds_a_strip_per_frame():
     assert np.array_equal(out[:, :40], frames)
     # The strip changes over time (the curve grows and the cursor moves).
     assert not np.array_equal(out[1, 40:], out[4, 40:])
+
+
+WANDB_LOGGER = """trainer:
+  logger:
+    - class_path: lightning.pytorch.loggers.WandbLogger
+      init_args: {save_dir: runs, offline: true, project: vlmrm-tests}
+"""
+
+
+def test_wandb_offline_run_gets_metrics_at_env_steps_and_the_video(
+    tmp_path, tiny_clip, monkeypatch
+):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
+    overlay = tmp_path / "wandb.yaml"
+    overlay.write_text(WANDB_LOGGER)
+    cli = short_run(tmp_path, tiny_clip, "--config", str(overlay))
+    run_dir = Path(cli.trainer.default_root_dir)
+    # The W&B run is named after the run directory, so `--ckpt_path last` continues it.
+    assert cli.trainer.logger.experiment.id == f"run-{run_dir.name}"
+    import wandb
+
+    wandb.finish()
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1, "the W&B files live in the run directory"
+    videos = list(offline_runs[0].glob("files/media/videos/**/*.mp4"))
+    assert len(videos) == 2, "one video per evaluation"
+    images = list(offline_runs[0].glob("files/media/images/**/*.png"))
+    assert len(images) == 2
+
+
+def test_csv_logger_appends_to_the_metrics_of_a_resumed_run(tmp_path):
+    from vlmrm.loggers import CSVLogger
+
+    first = CSVLogger(tmp_path, name="", version="")
+    first.log_metrics({"train/return": 1.0}, step=100)
+    first.finalize("success")
+    resumed = CSVLogger(tmp_path, name="", version="")
+    resumed.log_metrics({"train/return": 2.0, "val/return": 3.0}, step=200)
+    resumed.finalize("success")
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [(r["step"], r["train/return"], r["val/return"]) for r in rows] == [
+        ("100", "1.0", ""),
+        ("200", "2.0", "3.0"),
+    ]

@@ -10,6 +10,7 @@ last`` continues the newest run of that name in its own directory.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -120,7 +121,7 @@ class VLMRMCLI(LightningCLI):
         os.environ[RUN_DIR_VARIABLE] = str(run_dir)
         config.trainer.default_root_dir = str(run_dir)
         config.checkpoint.dirpath = str(run_dir / "checkpoints")
-        config.trainer.logger = self._loggers_in(run_dir, config.trainer.logger)
+        config.trainer.logger = self._loggers_in(run_dir, config.trainer.logger, self.subcommand)
         if self.subcommand == "fit" and config.trainer.limit_val_batches is None:
             # Evaluation runs in episodes on an env-step schedule (the Evaluate callback), not
             # in Lightning's validation loop, which `vlmrm validate` alone uses.
@@ -148,21 +149,33 @@ class VLMRMCLI(LightningCLI):
         return runs_root / run_name / _run_id()
 
     @staticmethod
-    def _loggers_in(run_dir: Path, logger: Any) -> Any:
-        """The configured loggers, writing into ``run_dir`` (TensorBoard when none is set)."""
+    def _loggers_in(run_dir: Path, logger: Any, subcommand: str) -> Any:
+        """The configured loggers, writing into ``run_dir`` (TensorBoard when none is set);
+        ``vlmrm validate`` logs into ``run_dir/validate``, beside its videos and plots."""
         if logger is False:
             return False
         if logger is None or logger is True:
             logger = [Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger")]
+        log_dir = run_dir / "validate" if subcommand == "validate" else run_dir
         loggers = logger if isinstance(logger, list) else [logger]
         for entry in loggers:
             if not isinstance(entry, Namespace):
                 continue
             init_args = entry.get("init_args") or Namespace()
-            init_args.save_dir = str(run_dir)
-            if entry.class_path.rsplit(".", 1)[-1] in _DIRECTORY_LOGGERS:
+            init_args.save_dir = str(log_dir)
+            kind = entry.class_path.rsplit(".", 1)[-1]
+            if kind in _DIRECTORY_LOGGERS:
                 init_args.name = ""
                 init_args.version = ""
+            if entry.class_path == "lightning.pytorch.loggers.CSVLogger":
+                # Lightning's deletes an existing metrics.csv; a resumed run appends to it.
+                entry.class_path = "vlmrm.loggers.CSVLogger"
+            named = init_args.get("id") or init_args.get("version")
+            if kind == "WandbLogger" and subcommand == "fit" and not named:
+                # One W&B run per run directory (WandbLogger resumes an existing id), so
+                # `--ckpt_path last` continues the same curves.
+                run_id = f"{run_dir.parent.name}-{run_dir.name}"
+                init_args.id = re.sub(r"[^A-Za-z0-9_.-]", "-", run_id)
             entry.init_args = init_args
         return loggers
 

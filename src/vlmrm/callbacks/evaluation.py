@@ -198,7 +198,7 @@ class Evaluate(L.Callback):
                         f"the videos in {run_dir / 'videos'}."
                     )
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.fit_loop.epoch_loop._batches_that_stepped)
+            logger.log_metrics(metrics, step=env_steps)  # x = env steps, as for train metrics
         self.results.append({"env_steps": env_steps, **metrics})
         with (run_dir / "evaluations.jsonl").open("a") as file:
             file.write(json.dumps({"env_steps": env_steps, **metrics}) + "\n")

@@ -22,6 +22,10 @@ class TrainMetrics(L.Callback):
       rank's collection alone),
       ``time/reward_frames_per_s`` (the reward model alone), ``time/updates_per_s`` (SAC
       updates of the step, timed from batch start to end).
+
+    It also logs Lightning's special ``step`` metric, the env-step count: every logger then
+    puts this step's values (SAC's losses included) at x = env steps, the axis RL curves are
+    read against and the one the evaluation metrics, videos and plots use.
     """
 
     def __init__(self) -> None:
@@ -41,6 +45,10 @@ class TrainMetrics(L.Callback):
         batch_idx: int,
     ) -> None:
         datamodule = trainer.datamodule
+        # Lightning pops a logged "step" and uses it as the x-axis of the whole step's metrics.
+        # float64: Lightning would store a Python float as float32, exact only up to 2**24.
+        env_steps = torch.tensor(datamodule.global_env_steps, dtype=torch.float64)
+        pl_module.log("step", env_steps, on_step=True, on_epoch=False)
         latest = getattr(datamodule, "latest", None)
         if not latest:
             return
