@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,29 +32,23 @@ class DumpRankState(L.Callback):
         torch.save(state, out)
 
 
-@pytest.mark.slow
-def test_two_cpu_ranks_train_one_policy_with_distinct_envs(tmp_path):
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-    }
-    env.pop("VLMRM_RUN_DIR", None)
-    command = [
-        sys.executable, "-m", "vlmrm.cli", "fit",
+def fit_arguments(root: Path, total_frames: int) -> list[str]:
+    """`vlmrm fit` arguments of a short CartPole run (ground-truth reward) on the CPU over gloo;
+    the launcher adds the device and node counts."""
+    return [
+        "fit",
         "--config", str(REPO / "configs" / "cartpole_gt.yaml"),
         "--trainer.accelerator", "cpu",
-        "--trainer.devices", "2",
         "--trainer.strategy", "ddp",
         "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false",
         "--trainer.callbacks+=tests.test_ddp.DumpRankState",
-        "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.default_root_dir", str(root),
         "--run_name", "ddp",
         "--model.hidden_sizes", "[32, 32]",
         "--data.num_envs", "2",
         "--data.frames_per_batch", "40",
-        "--data.total_frames", "480",
+        "--data.total_frames", str(total_frames),
         "--data.learning_starts", "160",
         "--data.batch_size", "16",
         "--data.updates_per_step", "0.25",
@@ -62,6 +57,24 @@ def test_two_cpu_ranks_train_one_policy_with_distinct_envs(tmp_path):
         "--evaluation.every_n_env_steps", "null",
         "--evaluation.episodes", "1",
         "--evaluation.hacking_patience", "0",
+    ]  # fmt: skip
+
+
+def subprocess_env() -> dict[str, str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    env.pop("VLMRM_RUN_DIR", None)
+    return env
+
+
+@pytest.mark.slow
+def test_two_cpu_ranks_train_one_policy_with_distinct_envs(tmp_path):
+    env = subprocess_env()
+    command = [
+        sys.executable, "-m", "vlmrm.cli", *fit_arguments(tmp_path, 480), "--trainer.devices", "2"
     ]  # fmt: skip
     result = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
@@ -92,7 +105,10 @@ def test_two_cpu_ranks_train_one_policy_with_distinct_envs(tmp_path):
     assert last["RLDataModule"]["world_size"] == 2
 
     # Resume with the same two ranks and a larger budget: the run continues in place.
-    command = [arg if arg != "480" else "640" for arg in command] + ["--ckpt_path", "last"]
+    command = [
+        sys.executable, "-m", "vlmrm.cli", *fit_arguments(tmp_path, 640), "--trainer.devices", "2",
+        "--ckpt_path", "last",
+    ]  # fmt: skip
     result = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
@@ -101,3 +117,63 @@ def test_two_cpu_ranks_train_one_policy_with_distinct_envs(tmp_path):
     resumed = torch.load(run_dir / "rank1.pt", weights_only=False)
     assert resumed["env_steps"] == 320 and resumed["global_env_steps"] == 640
     assert resumed["updates"] == 40 + 20  # 80 more local steps at 0.25
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_under_torchrun_share_one_run_directory(tmp_path):
+    """Two "nodes" (one rank each) on this machine, each started by its own torchrun, as on a
+    cluster: `--trainer.num_nodes 2`, c10d rendezvous, one run directory named after the
+    rendezvous id."""
+    torchrun = [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nnodes", "2", "--nproc-per-node", "1",
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
+        "--rdzv-id", "two-nodes",
+        "-m", "vlmrm.cli", *fit_arguments(tmp_path, 480),
+        "--trainer.devices", "1", "--trainer.num_nodes", "2",
+    ]  # fmt: skip
+    nodes = [
+        subprocess.Popen(
+            torchrun,
+            cwd=tmp_path,
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    for node, output in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, output[-4000:]
+
+    (run_dir,) = (tmp_path / "ddp").iterdir()
+    assert run_dir.name == "torchrun-two-nodes"
+    rank0 = torch.load(run_dir / "rank0.pt", weights_only=False)
+    rank1 = torch.load(run_dir / "rank1.pt", weights_only=False)
+    assert rank0["env_steps"] == rank1["env_steps"] == 240
+    assert rank0["global_env_steps"] == rank1["global_env_steps"] == 480
+    for name, tensor in rank0["actor"].items():
+        assert torch.equal(tensor, rank1["actor"][name]), name
+    assert not torch.equal(rank0["first_observations"], rank1["first_observations"])
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+    assert checkpoints == ["best.ckpt", "last.ckpt"]
+    assert list((run_dir / "checkpoints" / "ranks").glob("rank1-*.pt"))
+
+
+def test_torchrun_without_a_rendezvous_id_is_refused(monkeypatch):
+    from vlmrm.training_cli import _run_id
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit, match="--rdzv-id"):
+        _run_id()
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-7")
+    assert _run_id() == "torchrun-job-7"

@@ -60,9 +60,17 @@ def _run_id() -> str:
     and node, also across requeues), else the start time."""
     if os.environ.get("SLURM_JOB_ID"):
         return f"slurm-{os.environ['SLURM_JOB_ID']}"
-    torchrun_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
-    if torchrun_id != "none":
+    torchrun_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if torchrun_id not in (None, "none"):
         return f"torchrun-{torchrun_id}"
+    if torchrun_id == "none" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # torchrun starts every rank itself, each on its own clock: start times would split
+        # one run into several directories (one per node, or per second).
+        raise SystemExit(
+            "vlmrm: torchrun without --rdzv-id: every rank must agree on one run directory. "
+            "Add --rdzv-id <name> (e.g. --rdzv-backend c10d --rdzv-id $(date +%Y%m%d-%H%M%S)), "
+            f"or set {RUN_DIR_VARIABLE} to the directory on every node."
+        )
     return time.strftime("%Y%m%d-%H%M%S")
 
 
