@@ -1,6 +1,7 @@
-"""Benchmark: SAC updates per second of :class:`vlmrm.sac.SAC` against TorchRL's ``SACLoss``.
+"""Benchmark: SAC updates per second of :class:`vlmrm.sac.SAC` against TorchRL's ``SACLoss``
+and stable-baselines3's SAC (when ``stable-baselines3`` is installed; not a dependency).
 
-Both sides use 2x256 ReLU MLPs for the actor and each of the twin critics, batch 256, Adam,
+All use 2x256 ReLU MLPs for the actor and each of the twin critics, batch 256, Adam,
 float32, eager mode, and the same update (critic, actor, temperature, soft target update).
 Sizes: Pendulum (obs 3, act 1) and Humanoid (obs 348, act 17: gymnasium's Humanoid-v5
 observation, which excludes the worldbody's cinert/cvel/cfrc_ext entries; v4 has 376).
@@ -195,6 +196,38 @@ def torchrl_step(obs_dim: int, act_dim: int) -> Callable[[], None]:
     return step
 
 
+def sb3_step(obs_dim: int, act_dim: int) -> Callable[[], None]:
+    """stable-baselines3's SAC update (``SAC.train``) from a full replay buffer of random
+    transitions: the update alone, without env steps. Needs ``pip install stable-baselines3``."""
+    import gymnasium as gym
+    import numpy as np
+    from stable_baselines3 import SAC as SB3SAC
+    from stable_baselines3.common.logger import configure
+
+    class Shapes(gym.Env):
+        observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        action_space = gym.spaces.Box(-1.0, 1.0, (act_dim,), np.float32)
+
+    model = SB3SAC(
+        "MlpPolicy",
+        Shapes(),
+        batch_size=BATCH,
+        buffer_size=10_000,
+        policy_kwargs={"net_arch": list(HIDDEN)},
+        device="cpu",
+        seed=0,
+    )
+    model.set_logger(configure(None, []))
+    buffer = model.replay_buffer
+    rng = np.random.default_rng(0)
+    buffer.observations[:] = rng.standard_normal(buffer.observations.shape)
+    buffer.next_observations[:] = rng.standard_normal(buffer.next_observations.shape)
+    buffer.actions[:] = rng.uniform(-1, 1, buffer.actions.shape)
+    buffer.rewards[:] = rng.standard_normal(buffer.rewards.shape)
+    buffer.full = True
+    return lambda: model.train(gradient_steps=K, batch_size=BATCH)
+
+
 MATMUL_OPS = ("aten::mm", "aten::bmm", "aten::baddbmm", "aten::addmm")
 
 
@@ -240,10 +273,16 @@ def main() -> None:
         "vlmrm SAC (foreach Adam)": lambda o, a: vlmrm_step(o, a, fused=False),
         "TorchRL SACLoss (eager)": torchrl_step,
     }
+    try:
+        import stable_baselines3  # noqa: F401
+
+        variants["stable-baselines3 SAC"] = sb3_step
+    except ImportError:
+        print("(stable-baselines3 not installed: its row is skipped)\n")
     print("Timed updates run K=10 per call; the best of the rounds is reported.\n")
     print("| size | GFLOP/update | arithmetic limit (upd/s) | implementation | updates/s "
-          "| vs TorchRL | of limit |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+          "| vs TorchRL | vs SB3 | of limit |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for size_name, (obs_dim, act_dim) in SIZES.items():
         gflop = update_gflop(obs_dim, act_dim)
         limit = peak / gflop
@@ -256,10 +295,12 @@ def main() -> None:
             obs_dim, act_dim, args.seconds, best["vlmrm SAC (fused Adam)"]
         )
         reference = best["TorchRL SACLoss (eager)"]
+        sb3 = best.get("stable-baselines3 SAC")
         for name, value in best.items():
+            vs_sb3 = f"{value / sb3:.2f}x" if sb3 else "n/a"
             print(
                 f"| {size_name} | {gflop:.3f} | {limit:.0f} | {name} | {value:.1f} "
-                f"| {value / reference:.2f}x | {value / limit:.0%} |"
+                f"| {value / reference:.2f}x | {vs_sb3} | {value / limit:.0%} |"
             )
 
     print("\nWhere one update's time goes (torch.profiler, fused Adam; ms per update):\n")
