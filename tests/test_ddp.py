@@ -70,6 +70,25 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+def assert_two_ranks_trained_one_policy(run_dir: Path) -> None:
+    """What a 480-step run of :func:`fit_arguments` on two ranks must leave behind."""
+    rank0 = torch.load(run_dir / "rank0.pt", weights_only=False)
+    rank1 = torch.load(run_dir / "rank1.pt", weights_only=False)
+    # 480 global steps = 240 per rank; updates for (240 - 80) local steps at 0.25 per step.
+    assert rank0["env_steps"] == rank1["env_steps"] == 240
+    assert rank0["global_env_steps"] == rank1["global_env_steps"] == 480
+    assert rank0["updates"] == rank1["updates"] == 40
+    # Gradients are averaged: after 40 updates the policies are identical.
+    for name, tensor in rank0["actor"].items():
+        assert torch.equal(tensor, rank1["actor"][name]), name
+    # Each rank's envs have their own seeds.
+    assert not torch.equal(rank0["first_observations"], rank1["first_observations"])
+    # Only rank 0 writes checkpoints; rank 1 keeps its buffer beside them.
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+    assert checkpoints == ["best.ckpt", "last.ckpt"]
+    assert list((run_dir / "checkpoints" / "ranks").glob("rank1-*.pt"))
+
+
 @pytest.mark.slow
 def test_two_cpu_ranks_train_one_policy_with_distinct_envs(tmp_path):
     env = subprocess_env()
@@ -82,24 +101,8 @@ def test_two_cpu_ranks_train_one_policy_with_distinct_envs(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     (run_dir,) = (tmp_path / "ddp").iterdir()  # both ranks wrote into one run directory
-    rank0 = torch.load(run_dir / "rank0.pt", weights_only=False)
-    rank1 = torch.load(run_dir / "rank1.pt", weights_only=False)
-
-    # 480 global steps = 240 per rank; updates for (240 - 80) local steps at 0.25 per step.
-    assert rank0["env_steps"] == rank1["env_steps"] == 240
-    assert rank0["global_env_steps"] == rank1["global_env_steps"] == 480
-    assert rank0["updates"] == rank1["updates"] == 40
-    # Gradients are averaged: after 40 updates the policies are identical.
-    for name, tensor in rank0["actor"].items():
-        assert torch.equal(tensor, rank1["actor"][name]), name
-    # Each rank's envs have their own seeds.
-    assert not torch.equal(rank0["first_observations"], rank1["first_observations"])
-
-    # Only rank 0 writes checkpoints and videos; rank 1 keeps its buffer beside them.
-    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
-    assert checkpoints == ["best.ckpt", "last.ckpt"]
+    assert_two_ranks_trained_one_policy(run_dir)
     assert [p.name for p in (run_dir / "videos").glob("*.mp4")] == ["env_steps=480.mp4"]
-    assert list((run_dir / "checkpoints" / "ranks").glob("rank1-*.pt"))
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["RLDataModule"]["env_steps"] == 240
     assert last["RLDataModule"]["world_size"] == 2
@@ -155,16 +158,7 @@ def test_two_nodes_under_torchrun_share_one_run_directory(tmp_path):
 
     (run_dir,) = (tmp_path / "ddp").iterdir()
     assert run_dir.name == "torchrun-two-nodes"
-    rank0 = torch.load(run_dir / "rank0.pt", weights_only=False)
-    rank1 = torch.load(run_dir / "rank1.pt", weights_only=False)
-    assert rank0["env_steps"] == rank1["env_steps"] == 240
-    assert rank0["global_env_steps"] == rank1["global_env_steps"] == 480
-    for name, tensor in rank0["actor"].items():
-        assert torch.equal(tensor, rank1["actor"][name]), name
-    assert not torch.equal(rank0["first_observations"], rank1["first_observations"])
-    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
-    assert checkpoints == ["best.ckpt", "last.ckpt"]
-    assert list((run_dir / "checkpoints" / "ranks").glob("rank1-*.pt"))
+    assert_two_ranks_trained_one_policy(run_dir)
 
 
 def test_torchrun_without_a_rendezvous_id_is_refused(monkeypatch):
