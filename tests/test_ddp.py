@@ -121,6 +121,17 @@ def test_two_cpu_ranks_train_one_policy_with_distinct_envs(tmp_path):
     assert resumed["env_steps"] == 320 and resumed["global_env_steps"] == 640
     assert resumed["updates"] == 40 + 20  # 80 more local steps at 0.25
 
+    # The two-rank checkpoint evaluates on one device (`vlmrm validate`), at its global step.
+    validate = [
+        sys.executable, "-m", "vlmrm.cli", "validate", *fit_arguments(tmp_path, 640)[1:],
+        "--trainer.devices", "1", "--trainer.strategy", "auto", "--ckpt_path", "last",
+    ]  # fmt: skip
+    result = subprocess.run(
+        validate, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (run_dir / "validate" / "videos" / "env_steps=640.mp4").is_file()
+
 
 def free_port() -> int:
     with socket.socket() as sock:

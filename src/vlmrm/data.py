@@ -380,6 +380,15 @@ class RLDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved_world = state_dict.get("world_size", 1)
+        if self.trainer is not None and self.trainer.state.fn != "fit":
+            # Evaluation (`vlmrm validate`) needs the reward's statistics and the step count
+            # only: no replay buffer and no other rank's part, so a checkpoint of any number
+            # of ranks can be evaluated on one device.
+            self._check_environment(state_dict)
+            global_env_steps = int(state_dict["env_steps"]) * saved_world
+            self.env_steps = global_env_steps // self.world_size
+            self.reward.load_state_dict(state_dict["reward"])
+            return
         if saved_world != self.world_size:
             raise ValueError(
                 f"The checkpoint was written by {saved_world} rank(s), this run has "
@@ -394,6 +403,23 @@ class RLDataModule(L.LightningDataModule):
                     f"{path}. Resume from a checkpoint written by this run's ranks."
                 )
             state_dict = torch.load(path, map_location="cpu", weights_only=False)
+        self._check_environment(state_dict)
+        if self.num_envs != state_dict["episode_sums"].shape[1]:
+            raise ValueError(
+                f"data.num_envs={self.num_envs}, but the checkpoint was written with "
+                f"{state_dict['episode_sums'].shape[1]} envs; resume with the same num_envs."
+            )
+        self.env_steps = int(state_dict["env_steps"])
+        self.update_credit = float(state_dict["update_credit"])
+        self.pending_index = state_dict["pending_index"]
+        self.replay_buffer.load_state_dict(state_dict["replay_buffer"])
+        self.reward.load_state_dict(state_dict["reward"])
+        self.tracker.sums.copy_(state_dict["episode_sums"])
+        _set_rng_states(state_dict["rng"])
+
+    def _check_environment(self, state_dict: dict[str, Any]) -> None:
+        """Refuse a checkpoint whose env differs from this config's (one message naming the
+        differing fields)."""
         saved_env = state_dict.get("env", {})
         current_env = {name: getattr(self.env_config, name) for name in ENV_IDENTITY_FIELDS}
         differing = {
@@ -410,18 +436,6 @@ class RLDataModule(L.LightningDataModule):
                 "the config the run was started with (its run directory holds config.yaml), or "
                 "start a new run without --ckpt_path."
             )
-        if self.num_envs != state_dict["episode_sums"].shape[1]:
-            raise ValueError(
-                f"data.num_envs={self.num_envs}, but the checkpoint was written with "
-                f"{state_dict['episode_sums'].shape[1]} envs; resume with the same num_envs."
-            )
-        self.env_steps = int(state_dict["env_steps"])
-        self.update_credit = float(state_dict["update_credit"])
-        self.pending_index = state_dict["pending_index"]
-        self.replay_buffer.load_state_dict(state_dict["replay_buffer"])
-        self.reward.load_state_dict(state_dict["reward"])
-        self.tracker.sums.copy_(state_dict["episode_sums"])
-        _set_rng_states(state_dict["rng"])
 
     # --- collection --------------------------------------------------------------------------
 
