@@ -162,6 +162,29 @@ def test_resume_last_without_a_checkpoint_says_so(tmp_path):
         fit(tmp_path, "--ckpt_path", "last", config="cartpole_gt.yaml")
 
 
+def test_cluster_job_resumes_its_own_run_with_ckpt_path_last(tmp_path, monkeypatch):
+    """A SLURM job script can always pass --ckpt_path last: the first start begins the run in
+    runs/<name>/slurm-<job id>, a requeue continues that run (not a newer one of the config)."""
+    monkeypatch.delenv("VLMRM_RUN_DIR", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    first = fit(
+        tmp_path, "--data.total_frames", "200", "--ckpt_path", "last", config="cartpole_gt.yaml"
+    )
+    job_dir = tmp_path / "run" / "slurm-4242"
+    assert Path(first.trainer.default_root_dir) == job_dir
+    assert first.config.fit.ckpt_path is None  # nothing to resume yet: a fresh start
+    monkeypatch.setenv("SLURM_JOB_ID", "4343")  # another, newer job of the same config
+    fit(tmp_path, "--data.total_frames", "200", config="cartpole_gt.yaml")
+
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")  # the first job, requeued
+    requeued = fit(
+        tmp_path, "--data.total_frames", "300", "--ckpt_path", "last", config="cartpole_gt.yaml"
+    )
+    assert Path(requeued.trainer.default_root_dir) == job_dir
+    assert requeued.config.fit.ckpt_path == str(job_dir / "checkpoints" / "last.ckpt")
+    assert load(job_dir / "checkpoints" / "last.ckpt")["RLDataModule"]["env_steps"] == 300
+
+
 def test_unknown_config_key_is_one_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         fit(tmp_path, "--data.learnin_starts", "5", config="cartpole_gt.yaml")

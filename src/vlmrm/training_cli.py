@@ -55,9 +55,9 @@ _DIRECTORY_LOGGERS = ("TensorBoardLogger", "CSVLogger")
 RUN_DIR_VARIABLE = "VLMRM_RUN_DIR"
 
 
-def _run_id() -> str:
-    """The run's folder name: the cluster job id when there is one (identical on every rank
-    and node, also across requeues), else the start time."""
+def _cluster_run_id() -> str | None:
+    """The cluster job's id as a folder name (identical on every rank and node, also across
+    requeues), or ``None`` outside SLURM and torchrun."""
     if os.environ.get("SLURM_JOB_ID"):
         return f"slurm-{os.environ['SLURM_JOB_ID']}"
     torchrun_id = os.environ.get("TORCHELASTIC_RUN_ID")
@@ -71,7 +71,12 @@ def _run_id() -> str:
             "Add --rdzv-id <name> (e.g. --rdzv-backend c10d --rdzv-id $(date +%Y%m%d-%H%M%S)), "
             f"or set {RUN_DIR_VARIABLE} to the directory on every node."
         )
-    return time.strftime("%Y%m%d-%H%M%S")
+    return None
+
+
+def _run_id() -> str:
+    """The run's folder name: the cluster job's id when there is one, else the start time."""
+    return _cluster_run_id() or time.strftime("%Y%m%d-%H%M%S")
 
 
 def find_checkpoint(runs_root: Path, run_name: str, which: str) -> Path:
@@ -125,7 +130,9 @@ class VLMRMCLI(LightningCLI):
         shared = os.environ.get(RUN_DIR_VARIABLE)
         run_dir = Path(shared) if shared else self._resolve_run_dir(config)
         if shared and config.get("ckpt_path") in ("last", "best"):
-            config.ckpt_path = str(run_dir / "checkpoints" / f"{config.ckpt_path}.ckpt")
+            # As rank 0 resolved it; a cluster job's first start has no checkpoint yet.
+            ckpt = run_dir / "checkpoints" / f"{config.ckpt_path}.ckpt"
+            config.ckpt_path = str(ckpt) if ckpt.is_file() else None
         os.environ[RUN_DIR_VARIABLE] = str(run_dir)
         config.trainer.default_root_dir = str(run_dir)
         config.checkpoint.dirpath = str(run_dir / "checkpoints")
@@ -144,6 +151,18 @@ class VLMRMCLI(LightningCLI):
             config_files = config.get("config") or []
             run_name = Path(str(config_files[0])).stem if config_files else "run"
         ckpt_path = config.get("ckpt_path")
+        job = _cluster_run_id()
+        if self.subcommand == "fit" and ckpt_path == "last" and job is not None:
+            # A cluster job resumes its own run, and its first start begins one, so a job
+            # script can always pass --ckpt_path last (requeues, pre-emption).
+            run_dir = runs_root / run_name / job
+            ckpt = run_dir / "checkpoints" / "last.ckpt"
+            if ckpt.is_file():
+                config.ckpt_path = str(ckpt)
+            else:
+                print(f"vlmrm: no checkpoint of {job} yet; starting the run", file=sys.stderr)
+                config.ckpt_path = None
+            return run_dir
         if ckpt_path in ("last", "best"):
             ckpt = find_checkpoint(runs_root, run_name, ckpt_path)
             config.ckpt_path = str(ckpt)
