@@ -374,3 +374,16 @@ def test_bad_shaping_and_dtype_arguments(tiny_clip):
     reward = CLIPReward(name, GOALS, pretrained=checkpoint, env_weight=0.5)
     with pytest.raises(KeyError, match=r"env_weight=0\.5"):
         reward(TensorDict({"next": {"pixels": random_frames(2)}}, batch_size=[2]))
+
+
+def test_relative_reward_device_gives_each_rank_its_own_gpu(monkeypatch):
+    from vlmrm.rewards.transforms import _resolve_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert _resolve_device("cuda:+4") == "cuda:6"
+    assert _resolve_device("cuda:1") == "cuda:1"  # a fixed device is used as given
+    assert _resolve_device("cpu") == "cpu"
+    monkeypatch.setenv("LOCAL_RANK", "5")
+    with pytest.raises(ValueError, match=r"cuda:\+4.*cuda:9.*8 GPU"):
+        _resolve_device("cuda:+4")

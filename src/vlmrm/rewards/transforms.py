@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from typing import Literal
 
@@ -186,13 +187,31 @@ class GroundTruthReward(RewardTransform):
         return reward * self.vlm_weight
 
 
-def _default_device() -> str:
-    """This process's GPU (``cuda:<local rank>`` under torchrun, SLURM or Lightning's DDP
-    launcher, so each rank's VLM runs on its own GPU), else the CPU."""
-    if not torch.cuda.is_available():
-        return "cpu"
-    local_rank = os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))
-    return f"cuda:{int(local_rank) % torch.cuda.device_count()}"
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
+
+
+def _resolve_device(device: str | None) -> str:
+    """The VLM's device: ``None`` is this process's GPU (``cuda:<local rank>`` under torchrun,
+    SLURM or Lightning's DDP launcher, so each rank's VLM runs on its own GPU), else the CPU;
+    ``"cuda:+K"`` is the GPU K places after this rank's own (``cuda:<local rank + K>``), so
+    with several ranks each VLM can get a GPU of its own; anything else is used as given."""
+    if device is None:
+        if not torch.cuda.is_available():
+            return "cpu"
+        return f"cuda:{_local_rank() % torch.cuda.device_count()}"
+    relative = re.fullmatch(r"cuda:\+(\d+)", device)
+    if relative is None:
+        return device
+    index = _local_rank() + int(relative.group(1))
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ValueError(
+            f"device={device!r} puts local rank {_local_rank()}'s reward model on cuda:{index}, "
+            f"but this node has {count} GPU(s). Use a smaller offset or fewer ranks per node "
+            "(--trainer.devices)."
+        )
+    return f"cuda:{index}"
 
 
 class VLMReward(RewardTransform):
@@ -217,7 +236,9 @@ class VLMReward(RewardTransform):
         negative_prompts: extra sentences the goal competes against (softmax reward).
         cache_dir: weights cache folder.
         device: device for the VLM, e.g. ``"cuda:1"`` to give it its own GPU; ``None`` picks
-            this process's GPU (``cuda:<local rank>`` with several ranks), else ``"cpu"``.
+            this process's GPU (``cuda:<local rank>`` with several ranks), else ``"cpu"``;
+            ``"cuda:+K"``: ``cuda:<local rank + K>``, one GPU of its own per rank (4 ranks
+            on cuda:0-3 with ``"cuda:+4"`` put their VLMs on cuda:4-7).
         dtype: VLM precision, ``"float32"``, ``"bfloat16"`` (fast on recent CPUs and GPUs) or
             ``"float16"`` (GPU only).
         batch_size: frames embedded per forward pass; bounds activation memory.
@@ -248,9 +269,7 @@ class VLMReward(RewardTransform):
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be a positive integer.")
         self.batch_size = int(batch_size)
-        if device is None:
-            device = _default_device()
-        self.backbone = VLMBackbone(model, pretrained, cache_dir, device, dtype)
+        self.backbone = VLMBackbone(model, pretrained, cache_dir, _resolve_device(device), dtype)
         self._register_prompts()
 
     def _register_prompts(self) -> None:
