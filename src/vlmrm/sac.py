@@ -610,11 +610,18 @@ class SAC(L.LightningModule):
         return self.policy_delay > 1 or self.target_update_interval > 1
 
     def _backward(self, loss: Tensor) -> None:
-        if self._trainer is None or isinstance(self.trainer.model, DistributedDataParallel):
-            # Under DDP, plain backward: one SAC training step runs 3K backward passes while
-            # DDP's reducer expects one per forward, so the reducer stays idle and _step
-            # averages the gradients across ranks itself (one all-reduce per optimizer step).
+        if self._trainer is None:
             loss.backward()
+        elif isinstance(self.trainer.model, DistributedDataParallel):
+            # Under DDP, Lightning's backward minus DDP's reducer: one SAC training step runs
+            # 3K backward passes while the reducer expects one per forward, so it stays idle
+            # and _step averages the gradients across ranks itself (one all-reduce per
+            # optimizer step). The precision plugin's part stays: 16-mixed scales the loss
+            # here and unscales the gradients in the optimizer step.
+            precision = self.trainer.precision_plugin
+            loss = precision.pre_backward(loss, self)
+            precision.backward(loss, self, None)
+            precision.post_backward(loss, self)
         else:
             self.manual_backward(loss)
 
