@@ -90,6 +90,8 @@ def test_short_run_writes_video_plot_metrics_best_checkpoint_and_validates(tmp_p
     }
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    # The newest evaluation is in the callback metrics (the progress bar shows it).
+    assert float(cli.trainer.callback_metrics["val/return"]) == float(val_rows[-1]["val/return"])
 
     # `vlmrm validate --ckpt_path best` evaluates the best checkpoint into validate/, loggers
     # included, and leaves the training run's metrics alone.

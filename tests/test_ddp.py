@@ -27,6 +27,7 @@ class DumpRankState(L.Callback):
             "env_steps": data.env_steps,
             "global_env_steps": data.global_env_steps,
             "first_observations": data.replay_buffer[:20]["observation"].clone(),
+            "first_actions": data.replay_buffer[:20]["action"].clone(),  # random phase
         }
         out = Path(trainer.default_root_dir) / f"rank{trainer.global_rank}.pt"
         torch.save(state, out)
@@ -81,8 +82,10 @@ def assert_two_ranks_trained_one_policy(run_dir: Path) -> None:
     # Gradients are averaged: after 40 updates the policies are identical.
     for name, tensor in rank0["actor"].items():
         assert torch.equal(tensor, rank1["actor"][name]), name
-    # Each rank's envs have their own seeds.
+    # Each rank's envs have their own seeds ...
     assert not torch.equal(rank0["first_observations"], rank1["first_observations"])
+    # ... and their own random streams (actions of the random phase, exploration, sampling).
+    assert not torch.equal(rank0["first_actions"], rank1["first_actions"])
     # Only rank 0 writes checkpoints; rank 1 keeps its buffer beside them.
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
     assert checkpoints == ["best.ckpt", "last.ckpt"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import lightning as L
@@ -141,6 +142,27 @@ def test_ctrl_c_checkpoints_and_resume_continues_the_same_run(tmp_path):
     final = load(run_dir / "checkpoints" / "last.ckpt")
     assert final["RLDataModule"]["env_steps"] == 600
     assert final["global_step"] == expected_updates
+
+
+def test_episode_statistics_count_every_episode_once_across_a_resume(tmp_path):
+    """Episodes of the random phase are logged too, and a run stopped mid-episode does not
+    add the interrupted episode to the first one after the resume (its envs start anew)."""
+    overlay = tmp_path / "csv.yaml"
+    overlay.write_text(
+        "trainer:\n  logger:\n"
+        "    - class_path: lightning.pytorch.loggers.CSVLogger\n"
+        "      init_args: {save_dir: runs}\n"
+    )
+    # 2 envs, 50-step episodes, 25 steps per env per collection; 250 steps stop mid-episode.
+    args = ["--config", str(overlay), "--data.learning_starts", "150"]
+    cli = fit(tmp_path, *args, "--data.total_frames", "250", config="cartpole_gt.yaml")
+    resume = ["--data.total_frames", "400", "--ckpt_path", "last"]
+    fit(tmp_path, *args, *resume, config="cartpole_gt.yaml")
+    rows = list(csv.DictReader((Path(cli.trainer.default_root_dir) / "metrics.csv").open()))
+    episodes = [r for r in rows if r.get("train/episodes")]
+    assert all(float(r["train/episode_length"]) == 50 for r in episodes)
+    # 2 finished episodes per env before the stop (the first ones in the random phase), 1 after.
+    assert sum(float(r["train/episodes"]) for r in episodes) == 6
 
 
 def test_resume_rejects_a_checkpoint_from_another_environment(tmp_path):

@@ -15,6 +15,7 @@ import math
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -276,7 +277,12 @@ class RLDataModule(L.LightningDataModule):
         self.update_credit = 0.0  # fractional SAC updates owed by the steps collected so far
         self.pending_index: torch.Tensor | None = None  # sampled, not yet trained on
         self.tracker = EpisodeTracker(num_envs)
-        self.latest: dict[str, Any] = {}
+        self.latest: dict[str, Any] = {}  # rates of the newest collection
+        # (collection number, finished episodes) of recent collections, read by the metrics
+        # and the progress bar at their own pace (collections that yield no training step,
+        # such as the random phase, and Lightning's prefetching would otherwise hide some).
+        self._finished: deque[tuple[int, dict[str, torch.Tensor]]] = deque(maxlen=1024)
+        self._collections = 0
         self._env = None
         self._collector = None
         self._collector_iter = None
@@ -314,6 +320,21 @@ class RLDataModule(L.LightningDataModule):
         return self.env_steps * self.world_size
 
     # --- Lightning hooks ---------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        """Give every rank its own random streams (before a checkpoint restores them).
+
+        Lightning's ``seed_everything`` seeds all ranks alike: they would draw the same
+        random-phase actions, exploration noise and replay indices, and the gradients averaged
+        over N ranks would be far less independent than N ranks promise. The SAC networks are
+        built before this (and DDP copies rank 0's weights to all ranks anyway).
+        """
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        if stage == "fit" and rank > 0:
+            seed = (torch.initial_seed() + 1_000_003 * rank) % 2**32
+            torch.manual_seed(seed)  # CPU and every CUDA device
+            np.random.seed(seed)
+            random.seed(seed)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
@@ -449,7 +470,9 @@ class RLDataModule(L.LightningDataModule):
             # MuJoCo renders on this rank's GPU (set before the first GL context is made).
             os.environ.setdefault("MUJOCO_EGL_DEVICE_ID", str(root.index or 0))
         # A resumed run gets fresh env seeds (offset by the steps already taken), so it does
-        # not replay the episodes it began with.
+        # not replay the episodes it began with; its envs start new episodes, so the restored
+        # sums of the interrupted ones are dropped rather than added to the new ones.
+        self.tracker.sums.zero_()
         self._env = make_env(
             self.env_config,
             num_envs=self.num_envs,
@@ -490,11 +513,25 @@ class RLDataModule(L.LightningDataModule):
         learning_steps = self.env_steps + batch.numel() - max(self.env_steps, local_start)
         self.env_steps += batch.numel()
         self.update_credit += max(0, learning_steps) * self.updates_per_step
+        self._collections += 1
+        self._finished.append((self._collections, self.tracker.update(batch)))
         self.latest = {
-            "episodes": self.tracker.update(batch),
             "collect_steps_per_s": batch.numel() / max(collect_s, 1e-9),
             "reward_frames_per_s": batch.numel() / max(reward_s, 1e-9),
         }
+
+    def finished_episodes_since(self, seen: int) -> tuple[dict[str, torch.Tensor], int]:
+        """Episodes that ended in the collections after collection number ``seen`` (``[E]``
+        per statistic, as :meth:`EpisodeTracker.update` returns them) and the newest
+        collection number, to pass as ``seen`` next time."""
+        parts = [episodes for number, episodes in self._finished if number > seen]
+        merged = {
+            key: torch.cat([part[key] for part in parts])
+            if parts
+            else torch.zeros(0, dtype=torch.float64)
+            for key in ("return", "gt_return", "success", "length")
+        }
+        return merged, self._collections
 
     def take_updates(self) -> int:
         """The whole number of SAC updates owed now (the fraction carries over)."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from vlmrm.callbacks.checkpoint import check_interval, checkpoint_dir
@@ -199,6 +200,8 @@ class Evaluate(L.Callback):
                     )
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=env_steps)  # x = env steps, as for train metrics
+        # For the progress bar and other callbacks (logged above, not through self.log).
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
         self.results.append({"env_steps": env_steps, **metrics})
         with (run_dir / "evaluations.jsonl").open("a") as file:
             file.write(json.dumps({"env_steps": env_steps, **metrics}) + "\n")

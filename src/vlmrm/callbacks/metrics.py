@@ -14,10 +14,11 @@ __all__ = ["TrainMetrics"]
 class TrainMetrics(L.Callback):
     """Logs the statistics of each collected batch next to SAC's losses.
 
-    - ``train/return``: mean return of the episodes that ended in the batch (on any rank),
-      under the reward the agent learns from (the VLM reward); ``train/gt_return`` the same
-      under the env's own reward; ``train/success`` mean per-step success of those episodes;
-      ``train/episode_length``.
+    - ``train/return``: mean return of the episodes that ended since the previous training
+      step (on any rank), under the reward the agent learns from (the VLM reward);
+      ``train/gt_return`` the same under the env's own reward; ``train/success`` mean
+      per-step success of those episodes; ``train/episode_length``; ``train/episodes`` how
+      many there were.
     - ``time/env_steps`` (total so far, summed over ranks), ``time/env_steps_per_s`` (this
       rank's collection alone),
       ``time/reward_frames_per_s`` (the reward model alone), ``time/updates_per_s`` (SAC
@@ -30,6 +31,7 @@ class TrainMetrics(L.Callback):
 
     def __init__(self) -> None:
         self._batch_start = 0.0
+        self._seen_collections = 0  # episodes of collections up to this one are logged
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
@@ -54,7 +56,9 @@ class TrainMetrics(L.Callback):
             return
         updates = batch.shape[0] if hasattr(batch, "shape") else 1
         elapsed = max(time.perf_counter() - self._batch_start, 1e-9)
-        episodes = latest["episodes"]
+        episodes, self._seen_collections = datamodule.finished_episodes_since(
+            self._seen_collections
+        )
         # Episode statistics summed over ranks: [return, gt_return, success, length, count].
         # Every rank takes part each step (also with no finished episode), so the collective
         # calls always match.
@@ -72,21 +76,32 @@ class TrainMetrics(L.Callback):
             sums = trainer.strategy.reduce(
                 sums.to(trainer.strategy.root_device), reduce_op="sum"
             ).cpu()
-        metrics: dict[str, float | torch.Tensor] = {
-            "time/env_steps": float(datamodule.global_env_steps),
-            # Rates of this rank's collection, reward model and updates.
-            "time/env_steps_per_s": latest["collect_steps_per_s"],
-            "time/reward_frames_per_s": latest["reward_frames_per_s"],
-            "time/updates_per_s": updates / elapsed,
-        }
+        pl_module.log_dict(
+            {
+                "time/env_steps": float(datamodule.global_env_steps),
+                # Rates of this rank's collection, reward model and updates.
+                "time/env_steps_per_s": latest["collect_steps_per_s"],
+                "time/reward_frames_per_s": latest["reward_frames_per_s"],
+                "time/updates_per_s": updates / elapsed,
+            },
+            on_step=True,
+            prog_bar=False,
+        )
         count = float(sums[4])
         if count > 0:
-            metrics.update(
-                {
-                    "train/return": float(sums[0]) / count,
-                    "train/gt_return": float(sums[1]) / count,
-                    "train/success": float(sums[2]) / count,
-                    "train/episode_length": float(sums[3]) / count,
-                }
+            # Straight to the loggers (rank 0's write): a value given to self.log stays in
+            # Lightning's step results until the epoch ends, which here is the end of the run,
+            # so steps with no finished episode would repeat the previous step's statistics.
+            episode_metrics = {
+                "train/return": float(sums[0]) / count,
+                "train/gt_return": float(sums[1]) / count,
+                "train/success": float(sums[2]) / count,
+                "train/episode_length": float(sums[3]) / count,
+                "train/episodes": count,
+            }
+            for logger in trainer.loggers:
+                logger.log_metrics(episode_metrics, step=datamodule.global_env_steps)
+            # The newest values stay visible to other callbacks (a ModelCheckpoint monitor).
+            trainer.callback_metrics.update(
+                {key: torch.tensor(value) for key, value in episode_metrics.items()}
             )
-        pl_module.log_dict(metrics, on_step=True, prog_bar=False)

@@ -26,6 +26,7 @@ class EnvStepProgressBar(TQDMProgressBar):
         super().__init__(refresh_rate=refresh_rate)
         self.window = window
         self._recent: dict[str, deque[float]] = {}
+        self._seen_collections = 0
 
     def _reset_to_env_steps(self, trainer: L.Trainer) -> None:
         data = trainer.datamodule
@@ -45,7 +46,7 @@ class EnvStepProgressBar(TQDMProgressBar):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args
     ) -> None:
         data = trainer.datamodule
-        episodes = data.latest.get("episodes", {})
+        episodes, self._seen_collections = data.finished_episodes_since(self._seen_collections)
         for key in ("return", "gt_return", "success"):
             values = episodes.get(key)
             if values is not None and values.numel():
