@@ -176,12 +176,12 @@ def test_two_nodes_under_torchrun_share_one_run_directory(tmp_path):
 
 
 def test_torchrun_without_a_rendezvous_id_is_refused(monkeypatch):
-    from vlmrm.training_cli import _run_id
+    from vlmrm.training_cli import _cluster_run_id
 
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SystemExit, match="--rdzv-id"):
-        _run_id()
+        _cluster_run_id()
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-7")
-    assert _run_id() == "torchrun-job-7"
+    assert _cluster_run_id() == "torchrun-job-7"

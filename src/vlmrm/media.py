@@ -1,5 +1,5 @@
 """Read images and videos as uint8 frames ``[H, W, 3]`` (one clear error per bad file), and
-write mp4 videos."""
+write mp4 videos and PNG figures."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "VIDEO_SUFFIXES",
     "collect_media_files",
+    "pyplot",
     "read_frames",
+    "save_figure",
     "write_video",
 ]
 
@@ -138,4 +140,25 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 30.0) -> Path
     finally:
         writer.close()
     temporary.replace(path)
+    return path
+
+
+def pyplot():
+    """``matplotlib.pyplot`` for drawing into files: the Agg backend unless one is already in
+    use (a notebook keeps its own), so no window ever opens."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure, path: str | Path, dpi: int = 100) -> Path:
+    """Lay out ``figure``, write it to ``path`` (PNG; parent folders created) and close it."""
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    pyplot().close(figure)
     return path

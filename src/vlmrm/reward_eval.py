@@ -394,11 +394,9 @@ def write_reward_histogram(
         title: figure title.
         progress_label: x-axis label of the scatter plot.
     """
-    import matplotlib
+    from vlmrm.media import pyplot, save_figure
 
-    matplotlib.use("Agg")  # files only; never open a window
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     columns = 2 if progress is not None else 1
     fig, axes = plt.subplots(
         len(rewards), columns, figsize=(5.5 * columns, 3.2 * len(rewards)), squeeze=False
@@ -423,9 +421,4 @@ def write_reward_histogram(
             ax.set_ylabel(f"reward ({name})")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)

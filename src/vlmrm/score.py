@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vlmrm.media import collect_media_files, read_frames
+from vlmrm.media import collect_media_files, pyplot, read_frames, save_figure
 from vlmrm.rewards.transforms import CLIPReward, SigLIPReward
 
 __all__ = ["FrameScore", "build_parser", "main", "score_frames"]
@@ -132,20 +132,13 @@ def _write_csv(scores: Sequence[FrameScore], path: Path) -> None:
 
 
 def _write_plot(scores: Sequence[FrameScore], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.5), dpi=100)
+    fig, ax = pyplot().subplots(figsize=(8, 3.5), dpi=100)
     ax.plot([s.reward for s in scores], marker="o" if len(scores) <= 50 else None, lw=1.2)
     ax.set_xlabel("frame")
     ax.set_ylabel("reward")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -74,11 +74,6 @@ def _cluster_run_id() -> str | None:
     return None
 
 
-def _run_id() -> str:
-    """The run's folder name: the cluster job's id when there is one, else the start time."""
-    return _cluster_run_id() or time.strftime("%Y%m%d-%H%M%S")
-
-
 def find_checkpoint(runs_root: Path, run_name: str, which: str) -> Path:
     """``<runs_root>/<run_name>/<newest run holding it>/checkpoints/<which>.ckpt``
     (``which``: ``last`` or ``best``)."""
@@ -173,7 +168,8 @@ class VLMRMCLI(LightningCLI):
                 raise SystemExit(f"vlmrm: --ckpt_path {ckpt_path}: no such checkpoint file.")
             if ckpt.parent.name == "checkpoints":
                 return ckpt.parent.parent  # continue in the run's own directory
-        return runs_root / run_name / _run_id()
+        # The cluster job's id when there is one, else the start time.
+        return runs_root / run_name / (job or time.strftime("%Y%m%d-%H%M%S"))
 
     @staticmethod
     def _loggers_in(run_dir: Path, logger: Any, subcommand: str) -> Any:

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vlmrm.media import pyplot, save_figure
+
 __all__ = ["annotate_episode", "plot_reward_vs_truth"]
 
 STRIP_BACKGROUND = (24, 24, 24)
@@ -76,11 +78,7 @@ def plot_reward_vs_truth(
 ) -> Path:
     """Save a PNG: reward against the task's progress variable (left) and against
     ground-truth success (right, where the task defines success). All inputs are ``[N]``."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     columns = 2 if success is not None else 1
     figure, axes = plt.subplots(1, columns, figsize=(5 * columns, 4), squeeze=False)
     left = axes[0, 0]
@@ -98,9 +96,4 @@ def plot_reward_vs_truth(
         right.set_ylabel("reward")
         right.set_title("reward vs ground-truth success")
     figure.suptitle(title)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=100)

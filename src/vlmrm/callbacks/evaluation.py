@@ -11,12 +11,11 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from vlmrm.callbacks.checkpoint import check_interval, checkpoint_dir
 from vlmrm.callbacks.drawing import annotate_episode, plot_reward_vs_truth
-from vlmrm.callbacks.media_logging import log_image, log_video
+from vlmrm.callbacks.media_logging import log_image, log_metrics, log_video
 from vlmrm.envs import env_defines_success
 from vlmrm.evaluation import Evaluation, evaluate_policy
 from vlmrm.media import write_video
@@ -198,10 +197,7 @@ class Evaluate(L.Callback):
                         f"ground-truth success stayed at {metrics['val/success']:.2f}. Watch "
                         f"the videos in {run_dir / 'videos'}."
                     )
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=env_steps)  # x = env steps, as for train metrics
-        # For the progress bar and other callbacks (logged above, not through self.log).
-        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+        log_metrics(trainer, metrics, env_steps)
         self.results.append({"env_steps": env_steps, **metrics})
         with (run_dir / "evaluations.jsonl").open("a") as file:
             file.write(json.dumps({"env_steps": env_steps, **metrics}) + "\n")

@@ -1,4 +1,5 @@
-"""Send videos and images to whichever loggers the run has (TensorBoard, W&B, CSV)."""
+"""Send metrics, videos and images to whichever loggers the run has (TensorBoard, W&B,
+CSV), at an x-axis of env steps."""
 
 from __future__ import annotations
 
@@ -8,13 +9,25 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
 
-__all__ = ["log_image", "log_video"]
+__all__ = ["log_image", "log_metrics", "log_video"]
 
 # TensorBoard shows videos as animated GIFs; keep them small.
 TENSORBOARD_VIDEO_WIDTH = 240
+
+
+def log_metrics(trainer: L.Trainer, metrics: dict[str, float], step: int) -> None:
+    """Write ``metrics`` to every logger at x-axis ``step`` (env steps; loggers write on rank
+    0 only) and keep them in ``trainer.callback_metrics`` for the progress bar and other
+    callbacks. For values not produced every training step: a value given to ``self.log``
+    stays in Lightning's step results until the epoch ends, which here is the end of the run,
+    so it would be written again at every later step."""
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=step)
+    trainer.callback_metrics.update({key: torch.tensor(value) for key, value in metrics.items()})
 
 
 def _record_file(logger: CSVLogger, kind: str, tag: str, path: Path, step: int) -> None:

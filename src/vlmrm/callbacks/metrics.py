@@ -8,6 +8,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from vlmrm.callbacks.media_logging import log_metrics
+
 __all__ = ["TrainMetrics"]
 
 
@@ -89,9 +91,7 @@ class TrainMetrics(L.Callback):
         )
         count = float(sums[4])
         if count > 0:
-            # Straight to the loggers (rank 0's write): a value given to self.log stays in
-            # Lightning's step results until the epoch ends, which here is the end of the run,
-            # so steps with no finished episode would repeat the previous step's statistics.
+            # Only where episodes ended (not through self.log, which would repeat them).
             episode_metrics = {
                 "train/return": float(sums[0]) / count,
                 "train/gt_return": float(sums[1]) / count,
@@ -99,9 +99,4 @@ class TrainMetrics(L.Callback):
                 "train/episode_length": float(sums[3]) / count,
                 "train/episodes": count,
             }
-            for logger in trainer.loggers:
-                logger.log_metrics(episode_metrics, step=datamodule.global_env_steps)
-            # The newest values stay visible to other callbacks (a ModelCheckpoint monitor).
-            trainer.callback_metrics.update(
-                {key: torch.tensor(value) for key, value in episode_metrics.items()}
-            )
+            log_metrics(trainer, episode_metrics, datamodule.global_env_steps)
