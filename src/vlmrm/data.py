@@ -38,6 +38,7 @@ from vlmrm.keys import (
     OBSERVATION,
     PIXELS,
     PROGRESS,
+    RAW_REWARD,
     REWARD,
     SUCCESS,
     TERMINATED,
@@ -67,29 +68,36 @@ ENV_IDENTITY_FIELDS = ("env_id", "task", "episode_length")
 class EpisodeTracker:
     """Running per-env sums that turn ``[N, T]`` step data into finished-episode statistics.
 
-    Returns (under the learned-from reward and the env's own reward), mean per-step success
-    and length of every episode that ends inside a batch; sums carry over between batches.
+    Returns (under the learned-from reward, the reward model's raw reward and the env's own
+    reward), mean per-step success and length of every episode that ends inside a batch; sums
+    carry over between batches.
     """
+
+    STATISTICS = ("return", "raw_return", "gt_return", "success", "length")
 
     def __init__(self, num_envs: int) -> None:
         self.num_envs = num_envs
-        self.sums = torch.zeros(4, num_envs, dtype=torch.float64)  # reward, gt, successes, length
+        # reward, raw reward, gt reward, successes, length
+        self.sums = torch.zeros(len(self.STATISTICS), num_envs, dtype=torch.float64)
 
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        """``batch`` ``[N, T]`` -> finished episodes: ``{"return": [E], "gt_return": [E], ...}``."""
+        """``batch`` ``[N, T]`` -> finished episodes: ``{"return": [E], "raw_return": [E],
+        "gt_return": [E], "success": [E] (mean per-step success), "length": [E]}``."""
         shape = batch.shape
         next_data = batch.get(NEXT)
         reward = next_data.get(REWARD).reshape(shape).double()
+        raw_reward = next_data.get(RAW_REWARD, None)
         gt_reward = next_data.get(GT_REWARD, None)
         success = next_data.get(SUCCESS, None)
         steps = torch.stack(
             [
                 reward,
+                reward if raw_reward is None else raw_reward.reshape(shape).double(),
                 reward if gt_reward is None else gt_reward.reshape(shape).double(),
                 torch.zeros_like(reward) if success is None else success.reshape(shape).double(),
                 torch.ones_like(reward),
             ]
-        )  # [4, N, T]
+        )  # [5, N, T]
         done = next_data.get(DONE).reshape(shape)
         finished = []
         # A loop over time, vectorised over envs and statistics: T is at most a few thousand.
@@ -100,13 +108,16 @@ class EpisodeTracker:
                 finished.append(self.sums[:, ended].clone())
                 self.sums[:, ended] = 0.0
         episodes = (
-            torch.cat(finished, dim=1) if finished else torch.zeros(4, 0, dtype=torch.float64)
+            torch.cat(finished, dim=1)
+            if finished
+            else torch.zeros(len(self.STATISTICS), 0, dtype=torch.float64)
         )
         return {
             "return": episodes[0],
-            "gt_return": episodes[1],
-            "success": episodes[2] / episodes[3].clamp(min=1),
-            "length": episodes[3],
+            "raw_return": episodes[1],
+            "gt_return": episodes[2],
+            "success": episodes[3] / episodes[4].clamp(min=1),
+            "length": episodes[4],
         }
 
 
@@ -529,7 +540,7 @@ class RLDataModule(L.LightningDataModule):
             key: torch.cat([part[key] for part in parts])
             if parts
             else torch.zeros(0, dtype=torch.float64)
-            for key in ("return", "gt_return", "success", "length")
+            for key in EpisodeTracker.STATISTICS
         }
         return merged, self._collections
 

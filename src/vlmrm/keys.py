@@ -7,7 +7,11 @@ A collected batch looks like this (``N`` envs, ``T`` steps, frames ``H x W``)::
     action                 [N, T, act_dim]
     ("next", "observation")  ...
     ("next", "pixels")       [N, T, H, W, 3]  frame after the step: the VLM scores this one
-    ("next", "reward")       [N, T, 1]        reward to learn from (written by the reward transform)
+    ("next", "reward")       [N, T, 1]        reward to learn from (written by the reward transform;
+                                              in the replay buffer it is computed at sample time)
+    ("next", "raw_reward")   [N, T, 1]        the reward model's reward before standardisation and
+                                              env-reward mixing (after scale and offset): what the
+                                              replay buffer stores, on a scale that never drifts
     ("next", "gt_reward")    [N, T, 1]        the environment's own reward, kept for evaluation
     ("next", "success")      [N, T, 1]        bool, where the task defines success
     ("next", "progress")     [N, T, 1]        float: the task's progress variable (pole angle,
@@ -25,6 +29,7 @@ __all__ = [
     "OBSERVATION",
     "PIXELS",
     "PROGRESS",
+    "RAW_REWARD",
     "REWARD",
     "SUCCESS",
     "TERMINATED",
@@ -36,6 +41,7 @@ PIXELS = "pixels"
 ACTION = "action"
 NEXT = "next"
 REWARD = "reward"
+RAW_REWARD = "raw_reward"
 GT_REWARD = "gt_reward"
 SUCCESS = "success"
 PROGRESS = "progress"

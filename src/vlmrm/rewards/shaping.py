@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -23,14 +25,29 @@ class RunningMeanStd(nn.Module):
         self.register_buffer("var", torch.ones((), dtype=torch.float64))
 
     @torch.no_grad()
-    def update(self, values: torch.Tensor) -> None:
-        """Merge a batch of values ``[M]`` into the statistics (no host sync)."""
+    def update(
+        self,
+        values: torch.Tensor,
+        all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        """Merge a batch of values ``[M]`` into the statistics (no host sync).
+
+        ``all_reduce`` (a sum over ranks, under DDP) merges every rank's batch: each rank
+        passes its own values and all ranks end with the same statistics. The batch mean is
+        reduced first, then the squared deviations from it (two passes, exact in float64).
+        """
         values = values.detach().to(dtype=torch.float64, device=self.mean.device).reshape(-1)
-        batch_count = values.numel()
-        if batch_count == 0:
-            return
-        batch_mean = values.mean()
-        batch_var = values.var(unbiased=False)
+        if all_reduce is None and values.numel() == 0:
+            return  # (under DDP every rank must take part, and each collects a whole batch)
+        totals = torch.stack([values.new_tensor(values.numel()), values.sum()])
+        if all_reduce is not None:
+            totals = all_reduce(totals)
+        batch_count = totals[0]
+        batch_mean = totals[1] / batch_count
+        squared = (values - batch_mean).square().sum()
+        if all_reduce is not None:
+            squared = all_reduce(squared)
+        batch_var = squared / batch_count
         total = self.count + batch_count
         delta = batch_mean - self.mean
         merged_m2 = (

@@ -25,7 +25,8 @@ from tensordict import TensorDictBase
 from torchrl.data import Composite, Unbounded
 from torchrl.envs.transforms import Transform
 
-from vlmrm.keys import GT_REWARD, NEXT, PIXELS, REWARD
+from vlmrm.errors import ConfigError
+from vlmrm.keys import GT_REWARD, NEXT, PIXELS, RAW_REWARD, REWARD
 from vlmrm.rewards.backbone import VLMBackbone
 from vlmrm.rewards.formulas import (
     ZERO_DIRECTION_TOLERANCE,
@@ -53,9 +54,12 @@ class RewardTransform(Transform):
     Subclasses implement :meth:`compute_reward`, mapping a flat TensorDict of ``M`` next-step
     entries to ``M`` raw rewards. The shaped reward is::
 
-        r = scale * raw + offset
-        r = (r - running_mean) / running_std          # if standardize
+        raw_reward = scale * raw + offset             # ("next", "raw_reward"), stored
+        r = (raw_reward - running_mean) / running_std # if standardize
         reward = vlm_weight * r + env_weight * env_reward
+
+    The replay buffer keeps ``raw_reward`` and the env's reward; the data module applies
+    :meth:`final_reward` to each sampled minibatch with the newest statistics.
 
     Args:
         scale: multiplies the raw reward.
@@ -89,42 +93,72 @@ class RewardTransform(Transform):
         self.vlm_weight = vlm_weight
         self.env_weight = env_weight
         self.reward_statistics = RunningMeanStd()
+        # Set by the data module under DDP: sums a tensor over ranks (see update_statistics).
+        self.statistics_all_reduce = None
 
     def compute_reward(self, steps: TensorDictBase) -> torch.Tensor:
         """Raw rewards ``[M]`` (float32) for a flat TensorDict of ``M`` next-step entries."""
         raise NotImplementedError
 
-    def shape_reward(self, raw: torch.Tensor, env_reward: torch.Tensor | None) -> torch.Tensor:
-        """Apply scale, offset, standardisation and env-reward mixing to ``[M]`` raw rewards."""
-        reward = raw * self.scale + self.offset
+    def raw_reward(self, model_output: torch.Tensor) -> torch.Tensor:
+        """``scale * model_output + offset`` ``[M]``: the reward before standardisation and
+        mixing, written as ``("next", "raw_reward")`` and stored in the replay buffer."""
+        return model_output * self.scale + self.offset
+
+    def final_reward(
+        self, raw_reward: torch.Tensor, env_reward: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The reward to learn from, ``[M]``, from raw rewards ``[M]`` (see :meth:`raw_reward`)
+        and the env's rewards ``[M]``: standardised with the current running statistics (not
+        updated here), weighted, and mixed with the env's reward.
+
+        The data module calls this when it samples a minibatch, so every stored transition is
+        standardised with the same, newest statistics whenever it was collected.
+        """
+        reward = raw_reward
         if self.standardize:
-            if self.training:
-                self.reward_statistics.update(reward)
             reward = self.reward_statistics.standardize(reward)
         if self.vlm_weight != 1.0:
             reward = reward * self.vlm_weight
         if self.env_weight != 0.0:
             if env_reward is None:
-                raise KeyError(
+                raise ConfigError(
                     f"{type(self).__name__}: env_weight={self.env_weight} needs the environment's "
-                    f"reward under {REWARD!r}, which the data does not have."
+                    f"reward under {REWARD!r}, which the data does not have; set env_weight=0."
                 )
             reward = reward + self.env_weight * env_reward.to(reward)
         return reward
+
+    def update_statistics(self, raw_reward: torch.Tensor) -> None:
+        """Merge raw rewards ``[M]`` into the running statistics (training mode, standardize on).
+
+        Under DDP the data module sets ``statistics_all_reduce`` (a sum over ranks), so every
+        rank merges every rank's rewards and all ranks standardise alike.
+        """
+        if self.standardize and self.training:
+            self.reward_statistics.update(raw_reward, all_reduce=self.statistics_all_reduce)
+
+    def shape_reward(self, raw: torch.Tensor, env_reward: torch.Tensor | None) -> torch.Tensor:
+        """Apply scale, offset, standardisation and env-reward mixing to ``[M]`` model rewards
+        (updating the statistics first in training mode)."""
+        raw_reward = self.raw_reward(raw)
+        self.update_statistics(raw_reward)
+        return self.final_reward(raw_reward, env_reward)
 
     def _call(self, next_tensordict: TensorDictBase) -> TensorDictBase:
         batch_shape = next_tensordict.batch_size
         env_reward = next_tensordict.get(REWARD, None)
         steps = next_tensordict.reshape(-1) if len(batch_shape) != 1 else next_tensordict
         flat_env_reward = None if env_reward is None else env_reward.reshape(steps.numel())
-        raw = self.compute_reward(steps)
-        reward = self.shape_reward(raw.float(), flat_env_reward)
+        raw_reward = self.raw_reward(self.compute_reward(steps).float())
+        self.update_statistics(raw_reward)
+        reward = self.final_reward(raw_reward, flat_env_reward)
         device = env_reward.device if env_reward is not None else next_tensordict.device
-        reward = reward.reshape(*batch_shape, 1).to(device)
         # Keep the env's reward once: applying a reward model twice must not overwrite it.
         if env_reward is not None and GT_REWARD not in next_tensordict.keys():
             next_tensordict.set(GT_REWARD, env_reward)
-        next_tensordict.set(REWARD, reward)
+        next_tensordict.set(RAW_REWARD, raw_reward.reshape(*batch_shape, 1).to(device))
+        next_tensordict.set(REWARD, reward.reshape(*batch_shape, 1).to(device))
         return next_tensordict
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -177,12 +211,12 @@ class GroundTruthReward(RewardTransform):
             raise KeyError(f"{type(self).__name__}: the data has no environment reward {REWARD!r}.")
         return env_reward.reshape(steps.numel()).float()
 
-    def shape_reward(self, raw: torch.Tensor, env_reward: torch.Tensor | None) -> torch.Tensor:
+    def final_reward(
+        self, raw_reward: torch.Tensor, env_reward: torch.Tensor | None
+    ) -> torch.Tensor:
         # The "model" reward is the env reward itself; mixing it in again would double count.
-        reward = raw * self.scale + self.offset
+        reward = raw_reward
         if self.standardize:
-            if self.training:
-                self.reward_statistics.update(reward)
             reward = self.reward_statistics.standardize(reward)
         return reward * self.vlm_weight
 
