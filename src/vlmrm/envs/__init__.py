@@ -11,6 +11,11 @@ Example::
                    num_envs=4, seed=0)
     td = env.rollout(10)          # td["next", "pixels"]: [4, 10, 224, 224, 3] uint8
     env.close()
+
+The envs are also registered with gymnasium (``vlmrm/Humanoid-v0``, ``vlmrm/CartPole-v0``,
+``vlmrm/MountainCarContinuous-v0``, ``vlmrm/Pendulum-v0``, and ``vlmrm/GymEnv-v0`` with
+``env_id=...`` for any other id; keyword arguments are EnvConfig fields), and every env from
+:func:`make_gym_env` carries the ``spec`` that rebuilds it: ``gymnasium.make(env.spec)``.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import math
 import os
 
 import numpy as np
+from gymnasium import spaces
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 from gymnasium.envs.classic_control.continuous_mountain_car import Continuous_MountainCarEnv
 from PIL import Image, ImageDraw
@@ -49,21 +50,38 @@ class PaperCartPoleEnv(CartPoleEnv):
     the pole and cart are inside the original termination thresholds (|theta| <= 12 deg,
     |x| <= 2.4), else 0: the original return, without the episode ending.
 
-    Observation ``[4]`` float32 (x, x_dot, theta, theta_dot); action Discrete(2).
+    Observation ``[4]`` float32 (x, x_dot, theta, theta_dot) inside ``observation_space``:
+    x in [-2.4, 2.4], theta in [-pi, pi], velocities unbounded (gymnasium's CartPole declares
+    |x| <= 4.8 and |theta| <= 0.42 rad, its termination thresholds doubled, which the pole
+    leaves as soon as it falls). Action Discrete(2).
     """
+
+    def __init__(self, render_mode: str | None = None, **kwargs) -> None:
+        super().__init__(render_mode=render_mode, **kwargs)
+        high = np.array([self.x_threshold, np.inf, math.pi, np.inf], dtype=np.float32)
+        self.observation_space = spaces.Box(-high, high, dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed, options=options)
+        self._confine()  # reset options may ask for a start outside the track or angle range
+        return np.array(self.state, dtype=np.float32), {}
 
     def step(self, action: int):
         super().step(action)
         # The parent marks the episode terminated and warns on the next step; we never end.
         self.steps_beyond_terminated = None
+        self._confine()
+        reward = 1.0 if self.is_success() else 0.0
+        return np.array(self.state, dtype=np.float32), reward, False, False, {}
+
+    def _confine(self) -> None:
+        """Wrap the pole angle to [-pi, pi]; stop the cart at the end of the track."""
         x, x_dot, theta, theta_dot = (float(v) for v in self.state)
         theta = pendulum_angle(theta)
         if abs(x) > self.x_threshold:
             x = math.copysign(self.x_threshold, x)
             x_dot = 0.0
         self.state = np.array((x, x_dot, theta, theta_dot), dtype=np.float64)
-        reward = 1.0 if self.is_success() else 0.0
-        return np.array(self.state, dtype=np.float32), reward, False, False, {}
 
     def is_success(self) -> bool:
         """Pole and cart inside the original termination thresholds."""
@@ -217,8 +235,9 @@ class MountainCarPainter:
             ],
             fill=(170, 210, 235, 255),
         )
-        d.rectangle(
-            [w * 0.9, body_top + h * 0.05, w - 1, body_top + h * 0.13], fill=(255, 230, 120)
+        d.rectangle(  # headlight (at least one pixel wide on tiny sprites)
+            [min(w * 0.9, w - 2), body_top + h * 0.05, w - 1, body_top + h * 0.13],
+            fill=(255, 230, 120),
         )
         for cx in (w * 0.22, w * 0.78):
             cy = h - wheel_r - 1

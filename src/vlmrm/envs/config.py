@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
+
+from vlmrm.errors import ConfigError
 
 __all__ = [
     "CAMERA_KEYS",
@@ -14,6 +17,7 @@ __all__ = [
     "HUMANOID_RENDER_SIZE",
     "HUMANOID_TASKS",
     "PAPER_ENVS",
+    "ConfigTypeError",
     "EnvConfig",
 ]
 
@@ -65,11 +69,19 @@ CAMERA_KEYS: tuple[str, ...] = (
 CAMERA_TYPES: tuple[str, ...] = ("free", "tracking", "fixed")
 
 
+class ConfigTypeError(ConfigError, TypeError):
+    """A config value of the wrong type (also a ``TypeError``, as raised before)."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _positive_or_none(name: str, value: int | None) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"EnvConfig.{name} must be a positive integer or None, got {value!r}.")
+        raise ConfigError(f"EnvConfig.{name} must be a positive integer or None, got {value!r}.")
 
 
 @dataclass
@@ -131,7 +143,7 @@ class EnvConfig:
         _positive_or_none("episode_length", self.episode_length)
         if self.task is not None:
             if self.env_id != "Humanoid":
-                raise ValueError(
+                raise ConfigError(
                     f"EnvConfig.task={self.task!r} selects a Humanoid pose, but env_id is "
                     f"{self.env_id!r}. Classic-control envs define success themselves; set "
                     "task=None, or use env_id='Humanoid'."
@@ -139,28 +151,47 @@ class EnvConfig:
             if self.task not in HUMANOID_TASKS:
                 close = difflib.get_close_matches(self.task, HUMANOID_TASKS, n=3, cutoff=0.4)
                 hint = f" Did you mean {close}?" if close else ""
-                raise ValueError(
+                raise ConfigError(
                     f"Unknown humanoid task {self.task!r}.{hint} Known tasks: "
                     f"{', '.join(HUMANOID_TASKS)}."
                 )
         if self.camera is not None:
             if not isinstance(self.camera, dict):
-                raise TypeError(f"EnvConfig.camera must be a dict or None, got {self.camera!r}.")
+                raise ConfigTypeError(
+                    f"EnvConfig.camera must be a dict or None, got {self.camera!r}."
+                )
             unknown = sorted(set(self.camera) - set(CAMERA_KEYS))
             if unknown:
-                raise ValueError(
+                raise ConfigError(
                     f"Unknown camera key(s) {unknown} in EnvConfig.camera. Valid keys: "
                     f"{', '.join(CAMERA_KEYS)}."
                 )
             cam_type = self.camera.get("type")
             if cam_type is not None and cam_type not in CAMERA_TYPES:
-                raise ValueError(
+                raise ConfigError(
                     f"EnvConfig.camera['type']={cam_type!r} is not one of {CAMERA_TYPES}."
                 )
+            for key in ("distance", "elevation", "azimuth"):
+                value = self.camera.get(key)
+                if value is not None and not _is_number(value):
+                    raise ConfigError(f"EnvConfig.camera[{key!r}] must be a number, got {value!r}.")
+            for key in ("trackbodyid", "fixedcamid"):
+                value = self.camera.get(key)
+                if value is not None and (
+                    isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                ):
+                    raise ConfigError(
+                        f"EnvConfig.camera[{key!r}] must be an integer id, got {value!r}."
+                    )
             lookat = self.camera.get("lookat")
-            if lookat is not None and len(lookat) != 3:
-                raise ValueError(f"EnvConfig.camera['lookat'] needs 3 numbers, got {lookat!r}.")
+            if lookat is not None and (
+                isinstance(lookat, str)
+                or not hasattr(lookat, "__len__")
+                or len(lookat) != 3
+                or not all(_is_number(v) for v in lookat)
+            ):
+                raise ConfigError(f"EnvConfig.camera['lookat'] needs 3 numbers, got {lookat!r}.")
         if self.env_kwargs is not None and not isinstance(self.env_kwargs, dict):
-            raise TypeError(
+            raise ConfigTypeError(
                 f"EnvConfig.env_kwargs must be a dict or None, got {self.env_kwargs!r}."
             )

@@ -17,6 +17,7 @@ from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv
 
 from vlmrm.envs.mujoco_render import ensure_offscreen_buffer
 from vlmrm.envs.textures import floor_tiles, robot_skin
+from vlmrm.errors import ConfigError
 
 __all__ = ["HumanoidPoseDetector", "PaperHumanoidEnv", "apply_paper_look"]
 
@@ -171,7 +172,12 @@ class HumanoidPoseDetector:
 
     def __call__(self, task: str, data: mujoco.MjData) -> bool:
         """Whether ``data`` shows pose ``task`` (a key of :attr:`checks`)."""
-        return bool(self.checks[task](self.features(data)))
+        check = self.checks.get(task)
+        if check is None:
+            raise ConfigError(
+                f"Unknown humanoid task {task!r}. Known tasks: {', '.join(self.checks)}."
+            )
+        return bool(check(self.features(data)))
 
     # --- the poses (paper Table 2, approximated) ---------------------------------------------
 

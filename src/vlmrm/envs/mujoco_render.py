@@ -18,6 +18,7 @@ import mujoco
 import numpy as np
 
 from vlmrm.envs.render_backend import require_backend
+from vlmrm.errors import ConfigError
 
 __all__ = ["MujocoFrameRenderer", "ensure_offscreen_buffer", "make_camera"]
 
@@ -51,14 +52,14 @@ def make_camera(model: mujoco.MjModel, data: mujoco.MjData, settings: Mapping[st
         cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, settings["name"])
         if cam_id < 0:
             names = [model.camera(i).name for i in range(model.ncam)]
-            raise ValueError(
+            raise ConfigError(
                 f"Camera name {settings['name']!r} is not in the model; cameras: {names}."
             )
         cam.fixedcamid = cam_id
         cam_type = cam_type or "fixed"
     if "fixedcamid" in settings:
         if not 0 <= int(settings["fixedcamid"]) < model.ncam:
-            raise ValueError(
+            raise ConfigError(
                 f"camera fixedcamid={settings['fixedcamid']} is out of range: the model has "
                 f"{model.ncam} camera(s)."
             )
@@ -66,7 +67,7 @@ def make_camera(model: mujoco.MjModel, data: mujoco.MjData, settings: Mapping[st
         cam_type = cam_type or "fixed"
     if "trackbodyid" in settings:
         if not 0 <= int(settings["trackbodyid"]) < model.nbody:
-            raise ValueError(
+            raise ConfigError(
                 f"camera trackbodyid={settings['trackbodyid']} is out of range: the model has "
                 f"{model.nbody} bodies."
             )

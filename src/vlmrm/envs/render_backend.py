@@ -26,6 +26,14 @@ import os
 import subprocess
 import sys
 
+try:
+    from vlmrm.errors import UserInputError
+except ImportError:  # run as the probe script (`python -S this_file`): vlmrm is not on the path
+
+    class UserInputError(Exception):  # type: ignore[no-redef]
+        """Stand-in base in the probe subprocess, which never raises it."""
+
+
 __all__ = [
     "CANDIDATES",
     "RenderBackendError",
@@ -49,8 +57,9 @@ _SELECTED: str | None = None
 _USER_SET = False
 
 
-class RenderBackendError(RuntimeError):
-    """No OpenGL backend could create a MuJoCo rendering context."""
+class RenderBackendError(UserInputError, RuntimeError):
+    """No OpenGL backend could create a MuJoCo rendering context (a missing or broken system
+    library: the user's environment, not a vlmrm bug; also a ``RuntimeError`` as before)."""
 
 
 def _load(names: tuple[str, ...]) -> ctypes.CDLL:

@@ -34,6 +34,7 @@ from torchrl.envs import EnvBase, ParallelEnv, SerialEnv
 
 from vlmrm.envs.config import EnvConfig
 from vlmrm.envs.gym_env import VLMRMGymEnv, make_gym_env
+from vlmrm.errors import ConfigError
 from vlmrm.keys import DONE, OBSERVATION, PIXELS, PROGRESS, REWARD, SUCCESS, TERMINATED, TRUNCATED
 
 __all__ = ["VLMRMEnv", "make_env"]
@@ -211,9 +212,9 @@ def make_env(
         A started TorchRL env; close it with ``env.close()`` (also done at interpreter exit).
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
-        raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}.")
+        raise ConfigError(f"num_envs must be a positive integer, got {num_envs!r}.")
     if rank < 0:
-        raise ValueError(f"rank must be >= 0, got {rank!r}.")
+        raise ConfigError(f"rank must be >= 0, got {rank!r}.")
     first_seed = seed + rank * num_envs
     # One factory with per-env kwargs (not one factory per env): TorchRL then treats the batch
     # as homogeneous and builds a single env in this process to read the specs, so a bad config
