@@ -81,8 +81,12 @@ def test_short_run_writes_video_plot_metrics_best_checkpoint_and_validates(tmp_p
     assert train_rows
     assert all(int(r["step"]) == int(float(r["time/env_steps"])) for r in train_rows)
     for row in val_rows:
-        assert 0.0 <= float(row["val/success"]) <= 1.0
+        assert 0.0 <= float(row["val/success_rate"]) <= 1.0
+        assert 0.0 <= float(row["val/success_fraction"]) <= 1.0
         assert float(row["val/episode_length"]) == 50
+        assert row["val/raw_return"]
+    assert not any(r.get("val/success") or r.get("train/success") for r in rows)
+    assert any(r.get("train/success_rate") and r.get("train/raw_return") for r in rows)
     media = list(csv.DictReader((run_dir / "media.csv").open()))
     assert {(m["kind"], Path(m["path"]).name) for m in media} >= {
         ("video", "env_steps=300.mp4"),
@@ -90,6 +94,9 @@ def test_short_run_writes_video_plot_metrics_best_checkpoint_and_validates(tmp_p
     }
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    # best.ckpt holds the evaluation with the highest raw return.
+    best_row = max(val_rows, key=lambda r: float(r["val/raw_return"]))
+    assert load_env_steps(run_dir / "checkpoints" / "best.ckpt") == int(best_row["step"])
     # The newest evaluation is in the callback metrics (the progress bar shows it).
     assert float(cli.trainer.callback_metrics["val/return"]) == float(val_rows[-1]["val/return"])
 
@@ -123,17 +130,59 @@ def test_callbacks_write_nothing_on_other_ranks(tmp_path, tiny_clip, monkeypatch
 
 def test_reward_hacking_monitor_needs_rising_reward_and_flat_success():
     hacked = RewardHackingMonitor(patience=3)
-    flags = [hacked.update(r, 0.1) for r in (1.0, 2.0, 3.0, 4.0)]
+    flags = [hacked.update(r, 0.1, 0.0) for r in (1.0, 2.0, 3.0, 4.0)]
     assert flags == [False, False, False, True]
 
     improving = RewardHackingMonitor(patience=3)
-    assert not any(improving.update(r, s) for r, s in [(1, 0.1), (2, 0.3), (3, 0.5), (4, 0.7)])
+    steps = [(1, 0.1, 0.0), (2, 0.3, 0.0), (3, 0.5, 0.5), (4, 0.7, 1.0)]
+    assert not any(improving.update(*step) for step in steps)
 
     noisy = RewardHackingMonitor(patience=3)
-    assert not any(noisy.update(r, 0.1) for r in (1.0, 2.0, 1.5, 4.0))
+    assert not any(noisy.update(r, 0.1, 0.0) for r in (1.0, 2.0, 1.5, 4.0))
 
     solved = RewardHackingMonitor(patience=3)
-    assert not any(solved.update(r, 0.95) for r in (1.0, 2.0, 3.0, 4.0))
+    assert not any(solved.update(r, 0.95, 1.0) for r in (1.0, 2.0, 3.0, 4.0))
+
+
+class EnvStepsAtTrainingSteps(L.Callback):
+    """Records the env-step count at the start of training and after each training step."""
+
+    def __init__(self) -> None:
+        self.at_train_start: int | None = None
+        self.at_steps: list[int] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.at_train_start = trainer.datamodule.global_env_steps
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        self.at_steps.append(trainer.datamodule.global_env_steps)
+
+
+def test_first_evaluation_comes_at_the_first_training_step_after_the_random_phase(
+    tmp_path, tiny_clip
+):
+    # 100 random steps, collections of 50, evaluations every 70: the first batch (fetched
+    # before on_train_start) already holds 150 env steps and Lightning fetches one ahead, so
+    # the first training step ends at 200. The marks of 70 and 140 passed during the random
+    # phase: the first evaluation is due at the first training step.
+    cli = short_run(
+        tmp_path,
+        tiny_clip,
+        "--data.total_frames", "250",
+        "--evaluation.every_n_env_steps", "70",
+        "--evaluation.video", "false",
+        "--evaluation.plots", "false",
+        "--trainer.callbacks+=tests.test_callbacks.EnvStepsAtTrainingSteps",
+    )  # fmt: skip
+    (probe,) = [c for c in cli.trainer.callbacks if isinstance(c, EnvStepsAtTrainingSteps)]
+    evaluate = next(c for c in cli.trainer.callbacks if type(c).__name__ == "Evaluate")
+    first_step = probe.at_steps[0]
+    assert first_step >= 70
+    evaluated = [int(r["env_steps"]) for r in evaluate.results]
+    assert evaluated[0] == first_step
+    # Then one evaluation per interval crossed (250 // 70 = 3), the last one at the end.
+    assert evaluated == sorted(set(evaluated))
+    assert evaluate.state_dict()["evaluated_interval"] == 250 // 70
 
 
 def test_annotate_episode_adds_a_strip_per_frame():

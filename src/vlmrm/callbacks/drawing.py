@@ -75,9 +75,11 @@ def plot_reward_vs_truth(
     path: str | Path,
     progress_label: str,
     title: str,
+    reward_label: str = "reward",
 ) -> Path:
     """Save a PNG: reward against the task's progress variable (left) and against
-    ground-truth success (right, where the task defines success). All inputs are ``[N]``."""
+    ground-truth success (right, where the task defines success). All inputs are ``[N]``;
+    ``reward_label`` names the reward on the axes (e.g. ``"raw reward"``)."""
     plt = pyplot()
     columns = 2 if success is not None else 1
     figure, axes = plt.subplots(1, columns, figsize=(5 * columns, 4), squeeze=False)
@@ -85,15 +87,17 @@ def plot_reward_vs_truth(
     colours = np.where(success, "tab:green", "tab:gray") if success is not None else "tab:blue"
     left.scatter(progress, rewards, s=6, c=colours, alpha=0.6)
     left.set_xlabel(progress_label)
-    left.set_ylabel("reward")
-    left.set_title("reward vs progress" + (" (green: success)" if success is not None else ""))
+    left.set_ylabel(reward_label)
+    left.set_title(
+        f"{reward_label} vs progress" + (" (green: success)" if success is not None else "")
+    )
     if success is not None:
         right = axes[0, 1]
         groups = [rewards[~success], rewards[success]]
         labels = [f"no success (n={len(groups[0])})", f"success (n={len(groups[1])})"]
         non_empty = [(g, label) for g, label in zip(groups, labels, strict=True) if len(g)]
         right.boxplot([g for g, _ in non_empty], tick_labels=[label for _, label in non_empty])
-        right.set_ylabel("reward")
-        right.set_title("reward vs ground-truth success")
+        right.set_ylabel(reward_label)
+        right.set_title(f"{reward_label} vs ground-truth success")
     figure.suptitle(title)
     return save_figure(figure, path, dpi=100)

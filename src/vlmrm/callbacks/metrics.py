@@ -9,6 +9,7 @@ import lightning as L
 import torch
 
 from vlmrm.callbacks.media_logging import log_metrics
+from vlmrm.evaluation import episode_succeeded
 
 __all__ = ["TrainMetrics"]
 
@@ -17,10 +18,14 @@ class TrainMetrics(L.Callback):
     """Logs the statistics of each collected batch next to SAC's losses.
 
     - ``train/return``: mean return of the episodes that ended since the previous training
-      step (on any rank), under the reward the agent learns from (the VLM reward);
-      ``train/gt_return`` the same under the env's own reward; ``train/success`` mean
-      per-step success of those episodes; ``train/episode_length``; ``train/episodes`` how
-      many there were.
+      step (on any rank), under the reward the agent learns from (the VLM reward, standardised
+      with the statistics of its collection time); ``train/raw_return`` the same under the
+      reward model's raw reward (before standardisation and env-reward mixing: a scale that
+      does not drift); ``train/gt_return`` under the env's own reward;
+      ``train/success_rate`` the fraction of those episodes that succeed under the paper's
+      rule (success on at least half of their steps, :data:`vlmrm.evaluation.SUCCESS_THRESHOLD`);
+      ``train/success_fraction`` their mean per-step success; ``train/episode_length``;
+      ``train/episodes`` how many there were.
     - ``time/env_steps`` (total so far, summed over ranks), ``time/env_steps_per_s`` (this
       rank's collection alone),
       ``time/reward_frames_per_s`` (the reward model alone), ``time/updates_per_s`` (SAC
@@ -61,13 +66,15 @@ class TrainMetrics(L.Callback):
         episodes, self._seen_collections = datamodule.finished_episodes_since(
             self._seen_collections
         )
-        # Episode statistics summed over ranks: [return, gt_return, success, length, count].
-        # Every rank takes part each step (also with no finished episode), so the collective
-        # calls always match.
+        # Episode statistics summed over ranks: [return, raw_return, gt_return, successful
+        # episodes, success fraction, length, count]. Every rank takes part each step (also
+        # with no finished episode), so the collective calls always match.
         sums = torch.tensor(
             [
                 float(episodes["return"].sum()),
+                float(episodes["raw_return"].sum()),
                 float(episodes["gt_return"].sum()),
+                float(episode_succeeded(episodes["success"]).sum()),
                 float(episodes["success"].sum()),
                 float(episodes["length"].sum()),
                 float(episodes["return"].numel()),
@@ -89,14 +96,16 @@ class TrainMetrics(L.Callback):
             on_step=True,
             prog_bar=False,
         )
-        count = float(sums[4])
+        count = float(sums[6])
         if count > 0:
             # Only where episodes ended (not through self.log, which would repeat them).
             episode_metrics = {
                 "train/return": float(sums[0]) / count,
-                "train/gt_return": float(sums[1]) / count,
-                "train/success": float(sums[2]) / count,
-                "train/episode_length": float(sums[3]) / count,
+                "train/raw_return": float(sums[1]) / count,
+                "train/gt_return": float(sums[2]) / count,
+                "train/success_rate": float(sums[3]) / count,
+                "train/success_fraction": float(sums[4]) / count,
+                "train/episode_length": float(sums[5]) / count,
                 "train/episodes": count,
             }
             log_metrics(trainer, episode_metrics, datamodule.global_env_steps)

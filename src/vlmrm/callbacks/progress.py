@@ -8,6 +8,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from vlmrm.evaluation import episode_succeeded
+
 __all__ = ["EnvStepProgressBar"]
 
 
@@ -15,11 +17,12 @@ class EnvStepProgressBar(TQDMProgressBar):
     """Training progress as env steps of ``data.total_frames``, e.g.::
 
         train: 42%|████▏     | 42000/100000 [05:10<07:08, 135 env steps/s, return=12.3,
-               gt_return=150, success=0.71, updates/s=68]
+               gt_return=150, success_rate=0.7, updates/s=68]
 
-    ``return`` (under the learned-from reward), ``gt_return`` and ``success`` are means over
-    the last ``window`` finished training episodes; the latest validation metrics follow when
-    there are some.
+    ``return`` (under the learned-from reward) and ``gt_return`` are means over the last
+    ``window`` finished training episodes, ``success_rate`` the fraction of them that succeed
+    under the paper's rule (success on at least half of their steps); the latest validation
+    metrics (``val/raw_return``, ``val/success_rate``) follow when there are some.
     """
 
     def __init__(self, refresh_rate: int = 1, window: int = 20) -> None:
@@ -47,7 +50,10 @@ class EnvStepProgressBar(TQDMProgressBar):
     ) -> None:
         data = trainer.datamodule
         episodes, self._seen_collections = data.finished_episodes_since(self._seen_collections)
-        for key in ("return", "gt_return", "success"):
+        success = episodes.get("success")
+        if success is not None:
+            episodes = {**episodes, "success_rate": episode_succeeded(success).double()}
+        for key in ("return", "gt_return", "success_rate"):
             values = episodes.get(key)
             if values is not None and values.numel():
                 recent = self._recent.setdefault(key, deque(maxlen=self.window))
@@ -58,7 +64,7 @@ class EnvStepProgressBar(TQDMProgressBar):
         updates_per_s = trainer.callback_metrics.get("time/updates_per_s")
         if updates_per_s is not None:
             postfix["updates/s"] = f"{float(updates_per_s):.3g}"
-        for key in ("val/return", "val/success"):
+        for key in ("val/raw_return", "val/success_rate"):
             if key in trainer.callback_metrics:
                 postfix[key] = f"{float(trainer.callback_metrics[key]):.3g}"
         bar.set_postfix(postfix, refresh=True)
