@@ -28,6 +28,8 @@ class DumpRankState(L.Callback):
             "global_env_steps": data.global_env_steps,
             "first_observations": data.replay_buffer[:20]["observation"].clone(),
             "first_actions": data.replay_buffer[:20]["action"].clone(),  # random phase
+            "reward_statistics": data.reward.reward_statistics.state_dict(),
+            "local_batch_size": data.local_batch_size,
         }
         out = Path(trainer.default_root_dir) / f"rank{trainer.global_rank}.pt"
         torch.save(state, out)
@@ -51,8 +53,9 @@ def fit_arguments(root: Path, total_frames: int) -> list[str]:
         "--data.frames_per_batch", "40",
         "--data.total_frames", str(total_frames),
         "--data.learning_starts", "160",
-        "--data.batch_size", "16",
-        "--data.updates_per_step", "0.25",
+        "--data.batch_size", "16",  # summed over ranks: 8 per rank
+        "--data.updates_per_step", "0.125",  # per env step summed over ranks
+        "--data.reward.init_args.standardize", "true",
         "--data.env.episode_length", "40",
         "--checkpoint.every_n_env_steps", "160",
         "--evaluation.every_n_env_steps", "null",
@@ -75,10 +78,17 @@ def assert_two_ranks_trained_one_policy(run_dir: Path) -> None:
     """What a 480-step run of :func:`fit_arguments` on two ranks must leave behind."""
     rank0 = torch.load(run_dir / "rank0.pt", weights_only=False)
     rank1 = torch.load(run_dir / "rank1.pt", weights_only=False)
-    # 480 global steps = 240 per rank; updates for (240 - 80) local steps at 0.25 per step.
+    # 480 global steps = 240 per rank; updates for (480 - 160) global steps at 0.125 per step,
+    # each on 16 transitions, 8 from each rank's buffer.
     assert rank0["env_steps"] == rank1["env_steps"] == 240
     assert rank0["global_env_steps"] == rank1["global_env_steps"] == 480
     assert rank0["updates"] == rank1["updates"] == 40
+    assert rank0["local_batch_size"] == rank1["local_batch_size"] == 8
+    # The reward statistics merge both ranks' rewards, so both standardise alike.
+    statistics0, statistics1 = rank0["reward_statistics"], rank1["reward_statistics"]
+    assert float(statistics0["count"]) == 480
+    for name, value in statistics0.items():
+        assert torch.equal(value, statistics1[name]), name
     # Gradients are averaged: after 40 updates the policies are identical.
     for name, tensor in rank0["actor"].items():
         assert torch.equal(tensor, rank1["actor"][name]), name
@@ -86,10 +96,15 @@ def assert_two_ranks_trained_one_policy(run_dir: Path) -> None:
     assert not torch.equal(rank0["first_observations"], rank1["first_observations"])
     # ... and their own random streams (actions of the random phase, exploration, sampling).
     assert not torch.equal(rank0["first_actions"], rank1["first_actions"])
-    # Only rank 0 writes checkpoints; rank 1 keeps its buffer beside them.
+    # Only rank 0 writes checkpoints; rank 1 keeps its buffer beside them, for last.ckpt only
+    # (best.ckpt is small: no replay buffer of any rank).
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
     assert checkpoints == ["best.ckpt", "last.ckpt"]
-    assert list((run_dir / "checkpoints" / "ranks").glob("rank1-*.pt"))
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    parts = {p.name for p in (run_dir / "checkpoints" / "ranks").glob("rank1-*.pt")}
+    assert f"rank1-env_steps={last['RLDataModule']['env_steps']}.pt" in parts
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    assert "replay_buffer" not in best["RLDataModule"]
 
 
 @pytest.mark.slow
@@ -122,7 +137,7 @@ def test_two_cpu_ranks_train_one_policy_with_distinct_envs(tmp_path):
     assert [p.name for p in (tmp_path / "ddp").iterdir()] == [run_dir.name]
     resumed = torch.load(run_dir / "rank1.pt", weights_only=False)
     assert resumed["env_steps"] == 320 and resumed["global_env_steps"] == 640
-    assert resumed["updates"] == 40 + 20  # 80 more local steps at 0.25
+    assert resumed["updates"] == 40 + 20  # 160 more global steps at 0.125
 
     # The two-rank checkpoint evaluates on one device (`vlmrm validate`), at its global step.
     validate = [
@@ -181,7 +196,7 @@ def test_torchrun_without_a_rendezvous_id_is_refused(monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(SystemExit, match="--rdzv-id"):
+    with pytest.raises((SystemExit, ValueError), match="--rdzv-id"):
         _cluster_run_id()
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-7")
     assert _cluster_run_id() == "torchrun-job-7"

@@ -301,3 +301,60 @@ def test_kill_9_at_random_moments_then_resume_ends_like_an_uninterrupted_run(tmp
     assert len(kills) >= 2, f"the runs ended before they could be killed: {kills}"
     (last,) = (tmp_path / "killed").glob("*/checkpoints/last.ckpt")
     assert counters(last) == expected
+
+
+# --- 3. bounded disk -------------------------------------------------------------------------
+
+
+def test_only_last_ckpt_holds_the_replay_buffer_and_small_ones_resume_only_when_asked(tmp_path):
+    args = ["--data.total_frames", "400", "--checkpoint.save_top_k", "-1"]
+    fit(tmp_path, *args, config="cartpole_gt.yaml")
+    (run_dir,) = (tmp_path / "run").iterdir()
+    checkpoints = run_dir / "checkpoints"
+    last = load(checkpoints / "last.ckpt")
+    assert len(last["RLDataModule"]["replay_buffer"]["_storage"]["_storage"]["observation"])
+    periodic = sorted(checkpoints.glob("env_steps=*.ckpt"))
+    assert [p.name for p in periodic] == [f"env_steps={n}.ckpt" for n in (200, 300, 400)]
+    for small in [*periodic, checkpoints / "best.ckpt"]:
+        state = load(small)
+        assert "replay_buffer" not in state["RLDataModule"], small.name
+        assert state["RLDataModule"]["pending_index"] is None
+        assert small.stat().st_size < (checkpoints / "last.ckpt").stat().st_size
+
+    # A small checkpoint does not resume by accident ...
+    more = ["--data.total_frames", "600", "--ckpt_path", str(periodic[0])]
+    with pytest.raises(ValueError, match="holds no replay buffer"):
+        fit(tmp_path, *more, config="cartpole_gt.yaml")
+    # ... only by choice: the buffer is refilled (learning_starts = 100 steps) before updates.
+    cli = fit(tmp_path, *more, "--data.resume_without_buffer", "true", config="cartpole_gt.yaml")
+    data = cli.datamodule
+    assert data.env_steps == 600 and len(data.replay_buffer) == 400
+    resumed_updates = load(periodic[0])["global_step"]
+    # QUICK: 0.1 updates per env step, owed for 400 - 100 (refill) steps after env step 200.
+    assert cli.trainer.global_step == resumed_updates + int((400 - 100) * 0.1)
+
+
+def test_a_run_that_cannot_fit_on_the_disk_is_refused_with_its_numbers(tmp_path, monkeypatch):
+    import shutil
+
+    from vlmrm.callbacks import checkpoint
+
+    real = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: real._replace(free=200_000))
+    with pytest.raises(ValueError, match="Not enough disk space") as error:
+        fit(tmp_path, "--data.total_frames", "400", "--data.buffer_size", "100000",
+            config="cartpole_gt.yaml")  # fmt: skip
+    assert "buffer_size" in str(error.value) and "200 KB" in str(error.value)
+
+
+def test_disk_estimate_for_a_humanoid_paper_run():
+    """10M env steps, checkpoint every 128k, every periodic file kept, 1M-transition buffer:
+    one large last.ckpt and 79 small files, not 79 copies of the buffer."""
+    from vlmrm.callbacks.checkpoint import DiskEstimate
+
+    estimate = DiskEstimate(
+        small_bytes=2_000_000, buffer_bytes=1_000_000 * 2_872, buffer_transitions=1_000_000,
+        transition_bytes=2_872, periodic_files=10_000_000 // 128_000 + 1, world_size=1,
+    )  # fmt: skip
+    assert estimate.total_bytes == 2_000_000 + 2_872_000_000 + 80 * 2_000_000
+    assert estimate.needed_bytes == estimate.total_bytes + estimate.last_bytes

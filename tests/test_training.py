@@ -11,7 +11,7 @@ import torch
 from tensordict import TensorDict
 
 from vlmrm.data import EpisodeTracker
-from vlmrm.keys import DONE, GT_REWARD, NEXT, REWARD, SUCCESS
+from vlmrm.keys import DONE, GT_REWARD, NEXT, RAW_REWARD, REWARD, SUCCESS
 from vlmrm.training_cli import run_training_cli
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -78,8 +78,10 @@ def test_fit_with_tiny_vlm_writes_a_run_directory(tmp_path, tiny_clip):
     assert int(model.num_updates) == 20 and cli.trainer.global_step == 20
     stored = data.replay_buffer[:]
     assert "pixels" not in stored.keys() and "pixels" not in stored[NEXT].keys()
-    # The VLM's reward is learned from; the env's (0 or 1) is kept as gt_reward.
-    reward, gt_reward = stored[NEXT, REWARD], stored[NEXT, GT_REWARD]
+    # The VLM's raw reward is stored (the reward to learn from is computed when sampled); the
+    # env's (0 or 1) is kept as gt_reward.
+    assert REWARD not in stored[NEXT].keys()
+    reward, gt_reward = stored[NEXT, RAW_REWARD], stored[NEXT, GT_REWARD]
     assert set(gt_reward.unique().tolist()) <= {0.0, 1.0}
     assert not torch.equal(reward, gt_reward)
     assert reward.std() > 0
@@ -88,7 +90,9 @@ def test_fit_with_tiny_vlm_writes_a_run_directory(tmp_path, tiny_clip):
     for name in (
         "train/return",
         "train/gt_return",
-        "train/success",
+        "train/success_rate",
+        "train/success_fraction",
+        "train/raw_return",
         "time/env_steps",
         "time/env_steps_per_s",
         "time/reward_frames_per_s",
@@ -132,7 +136,7 @@ def test_ctrl_c_checkpoints_and_resume_continues_the_same_run(tmp_path):
     before = saved["RLDataModule"]["replay_buffer"]["_storage"]["_storage"]
     after = data.replay_buffer[:saved_steps]
     assert torch.equal(after["observation"], before["observation"][:saved_steps])
-    assert torch.equal(after[NEXT, REWARD], before["next.reward"][:saved_steps])
+    assert torch.equal(after[NEXT, RAW_REWARD], before["next.raw_reward"][:saved_steps])
     # Counters and optimiser states continued rather than restarted.
     expected_updates = int((600 - 100) * 0.2)
     assert cli.trainer.global_step == int(model.num_updates) == expected_updates
@@ -180,7 +184,7 @@ def test_resume_rejects_a_checkpoint_from_another_environment(tmp_path):
 
 
 def test_resume_last_without_a_checkpoint_says_so(tmp_path):
-    with pytest.raises(SystemExit, match="no checkpoint found"):
+    with pytest.raises((SystemExit, ValueError), match="no checkpoint found"):
         fit(tmp_path, "--ckpt_path", "last", config="cartpole_gt.yaml")
 
 

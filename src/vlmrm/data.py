@@ -17,12 +17,14 @@ import random
 import time
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from tensordict import TensorDictBase
 from torch.utils.data import DataLoader, IterableDataset
 from torchrl.collectors import Collector
@@ -30,6 +32,8 @@ from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers.samplers import RandomSampler
 
 from vlmrm.envs import EnvConfig, make_env
+from vlmrm.errors import CheckpointError, ConfigError
+from vlmrm.interrupts import deferred_interrupts
 from vlmrm.keys import (
     ACTION,
     DONE,
@@ -47,12 +51,14 @@ from vlmrm.rewards import GroundTruthReward, RewardTransform
 
 __all__ = ["EpisodeTracker", "RLDataModule"]
 
-# What the replay buffer keeps of each transition (never the pixels).
+# What the replay buffer keeps of each transition (never the pixels). The reward is stored raw
+# (before standardisation and mixing); the reward to learn from is computed when a minibatch
+# is sampled, with the newest statistics, so it never depends on when a step was collected.
 TRANSITION_KEYS = [
     OBSERVATION,
     ACTION,
     (NEXT, OBSERVATION),
-    (NEXT, REWARD),
+    (NEXT, RAW_REWARD),
     (NEXT, GT_REWARD),
     (NEXT, SUCCESS),
     (NEXT, PROGRESS),
@@ -126,8 +132,9 @@ class _CollectStream(IterableDataset):
 
     Lightning fetches one batch ahead of the training step it runs, so when a checkpoint is
     written the newest batch has been collected and sampled but not trained on. Its sample
-    indices are kept in the checkpoint (``pending_index``) and a resumed stream yields that
-    batch first: no update is lost or repeated across a resume.
+    indices are kept in the checkpoint (``pending_index``) until the next batch is sampled,
+    and a resumed stream yields that batch first: no update is lost or repeated across a
+    resume, even when the run is interrupted again before it samples anything new.
     """
 
     def __init__(self, datamodule: RLDataModule) -> None:
@@ -136,15 +143,19 @@ class _CollectStream(IterableDataset):
     def __iter__(self) -> Iterator[TensorDictBase]:
         dm = self.datamodule
         if dm.pending_index is not None:
-            yield dm.replay_buffer[dm.pending_index].reshape(-1, dm.batch_size)
-        dm.pending_index = None
+            # Not cleared here: Lightning asks for the next batch before training on this one.
+            yield dm.minibatches(dm.pending_index)
         while dm.global_env_steps < dm.total_frames:
             dm.collect_once()
             if dm.global_env_steps < dm.learning_starts or len(dm.replay_buffer) == 0:
                 continue
-            updates = dm.take_updates()
-            if updates:
-                yield dm.sample_updates(updates)
+            with deferred_interrupts():  # the owed updates and their sample change together
+                updates = dm.take_updates()
+                batch = dm.sample_updates(updates) if updates else None
+            if batch is not None:
+                yield batch
+        # Lightning asks past the end while holding the last batch, which it trains on right
+        # after: a checkpoint written then must not yield that batch again.
         dm.pending_index = None
         # The run is measured in env steps: stop the trainer (whose epoch count is unbounded,
         # so that a finished run resumed with a larger total_frames goes on).
@@ -219,9 +230,16 @@ class RLDataModule(L.LightningDataModule):
         learning_starts: env steps (summed over ranks) taken with uniformly random actions
             before the first update (the collector rounds the random phase up to whole
             collections of ``frames_per_batch``).
-        buffer_size: replay buffer capacity in transitions.
-        batch_size: transitions per SAC update.
-        updates_per_step: SAC updates per env step collected (1.0 = the paper's ratio).
+        buffer_size: replay buffer capacity in transitions (per rank).
+        batch_size: transitions per SAC update, summed over ranks (each of N ranks samples
+            ``batch_size / N`` from its own buffer; the gradients are averaged).
+        updates_per_step: SAC updates per env step collected, env steps summed over ranks
+            (the reference implementation's 100 updates per 3,200 transitions is 0.03125,
+            on any number of ranks).
+        resume_without_buffer: allow resuming from a checkpoint that holds no replay buffer
+            (periodic ``env_steps=N.ckpt`` and ``best.ckpt`` are kept small): the buffer
+            starts empty and is refilled with ``learning_starts`` env steps of the current
+            policy before updates resume. Without it, such a resume is refused.
     """
 
     def __init__(
@@ -237,6 +255,7 @@ class RLDataModule(L.LightningDataModule):
         buffer_size: int = 1_000_000,
         batch_size: int = 256,
         updates_per_step: float = 1.0,
+        resume_without_buffer: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -247,25 +266,25 @@ class RLDataModule(L.LightningDataModule):
             ("batch_size", batch_size),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"data.{name}={value!r} must be a positive integer.")
+                raise ConfigError(f"data.{name}={value!r} must be a positive integer.")
         if isinstance(learning_starts, bool) or not isinstance(learning_starts, int):
-            raise ValueError(f"data.learning_starts={learning_starts!r} must be an integer >= 0.")
+            raise ConfigError(f"data.learning_starts={learning_starts!r} must be an integer >= 0.")
         if learning_starts < 0:
-            raise ValueError(f"data.learning_starts={learning_starts} must be >= 0.")
+            raise ConfigError(f"data.learning_starts={learning_starts} must be >= 0.")
         if not updates_per_step > 0:
-            raise ValueError(
+            raise ConfigError(
                 f"data.updates_per_step={updates_per_step!r} must be > 0 (e.g. 1.0: one SAC "
                 "update per env step)."
             )
         if not isinstance(env, EnvConfig):
-            raise TypeError(f"data.env must be a vlmrm.envs.EnvConfig, got {type(env).__name__}.")
+            raise ConfigError(f"data.env must be a vlmrm.envs.EnvConfig, got {type(env).__name__}.")
         if not isinstance(reward, RewardTransform):
-            raise TypeError(
+            raise ConfigError(
                 "data.reward must be a vlmrm.rewards.RewardTransform (for example class_path: "
                 f"vlmrm.rewards.CLIPReward), got {type(reward).__name__}."
             )
         if not env.render and not isinstance(reward, GroundTruthReward):
-            raise ValueError(
+            raise ConfigError(
                 f"data.env.render=False, but data.reward is a {type(reward).__name__}, which "
                 "scores rendered frames. Set data.env.render=true, or use "
                 "vlmrm.rewards.GroundTruthReward."
@@ -280,7 +299,15 @@ class RLDataModule(L.LightningDataModule):
         self.total_frames = total_frames
         self.learning_starts = learning_starts
         self.batch_size = batch_size
+        self.local_batch_size = batch_size  # this rank's share (set in setup)
         self.updates_per_step = float(updates_per_step)
+        self.buffer_size = buffer_size
+        self.resume_without_buffer = resume_without_buffer
+        # Local env steps to collect with the current policy before updates resume (a resume
+        # from a checkpoint without replay buffer); 0 otherwise.
+        self.refill_steps = 0
+        # Whether state_dict() holds the replay buffer: off while small checkpoints are written.
+        self.buffer_in_checkpoint = True
         self.replay_buffer = ReplayBuffer(
             storage=LazyTensorStorage(buffer_size), sampler=RandomSampler()
         )
@@ -317,6 +344,16 @@ class RLDataModule(L.LightningDataModule):
                 self.action_encoding = "one_hot"  # unused by continuous SAC
                 self.action_low = action_spec.space.low.reshape(-1).tolist()
                 self.action_high = action_spec.space.high.reshape(-1).tolist()
+            # What one stored transition costs, from the env's own dtypes and shapes.
+            fake = env.fake_tensordict().reshape(-1)[:1]
+            env_reward = fake.get((NEXT, REWARD))
+            fake.set((NEXT, RAW_REWARD), env_reward.float())
+            fake.set((NEXT, GT_REWARD), env_reward)
+            stored = fake.select(*TRANSITION_KEYS, strict=False)
+            self.transition_bytes = sum(
+                value.element_size() * value.numel()
+                for value in stored.values(include_nested=True, leaves_only=True)
+            )
         finally:
             env.close()
 
@@ -346,6 +383,24 @@ class RLDataModule(L.LightningDataModule):
             torch.manual_seed(seed)  # CPU and every CUDA device
             np.random.seed(seed)
             random.seed(seed)
+        world_size = self.world_size
+        if self.batch_size % world_size:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is the batch of one SAC update summed over "
+                f"ranks, so it must divide evenly among the {world_size} ranks; use a multiple "
+                f"of {world_size}."
+            )
+        self.local_batch_size = self.batch_size // world_size
+        if world_size > 1:
+            # Every rank merges every rank's rewards into the running statistics, so all ranks
+            # standardise their minibatches alike.
+            strategy = self.trainer.strategy
+
+            def all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+                summed = strategy.reduce(tensor.to(strategy.root_device), reduce_op="sum")
+                return summed.to(tensor.device)
+
+            self.reward.statistics_all_reduce = all_reduce
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
@@ -381,7 +436,9 @@ class RLDataModule(L.LightningDataModule):
         if self.world_size > 1:
             state["world_size"] = self.world_size
             rank = self.trainer.global_rank
-            if rank != 0:
+            # A small checkpoint needs nothing of the other ranks: their statistics, counters
+            # and weights equal rank 0's; only their buffers differ.
+            if rank != 0 and self.buffer_in_checkpoint:
                 path = self._rank_state_path(rank, self.env_steps)
                 _atomic_save(state, path)
                 # Keep this rank's two newest states (the last and the one before it).
@@ -396,12 +453,26 @@ class RLDataModule(L.LightningDataModule):
         directory = Path(self.trainer.default_root_dir) / "checkpoints" / "ranks"
         return directory / f"rank{rank}-env_steps={env_steps}.pt"
 
+    @contextmanager
+    def checkpoints_without_buffer(self) -> Iterator[None]:
+        """Checkpoints written inside leave the replay buffer (and the pending sample) out:
+        periodic and best checkpoints stay small (weights, optimisers, counters, reward
+        statistics); only ``last.ckpt`` carries what an exact resume needs."""
+        previous, self.buffer_in_checkpoint = self.buffer_in_checkpoint, False
+        try:
+            yield
+        finally:
+            self.buffer_in_checkpoint = previous
+
     def _local_state(self) -> dict[str, Any]:
+        with_buffer = self.buffer_in_checkpoint
         return {
             "env_steps": self.env_steps,
             "update_credit": self.update_credit,
-            "pending_index": self.pending_index,
-            "replay_buffer": self.replay_buffer.state_dict(),
+            "refill_steps": self.refill_steps,
+            "pending_index": self.pending_index if with_buffer else None,
+            # Written straight from the storage's tensors (no copy is made for the file).
+            **({"replay_buffer": self.replay_buffer.state_dict()} if with_buffer else {}),
             "reward": self.reward.state_dict(),
             "episode_sums": self.tracker.sums.clone(),
             "rng": _rng_states(),
@@ -422,32 +493,52 @@ class RLDataModule(L.LightningDataModule):
             self.reward.load_state_dict(state_dict["reward"])
             return
         if saved_world != self.world_size:
-            raise ValueError(
+            raise CheckpointError(
                 f"The checkpoint was written by {saved_world} rank(s), this run has "
                 f"{self.world_size}. Resume with the same --trainer.devices and "
                 "--trainer.num_nodes (each rank's replay buffer is in the checkpoint)."
             )
-        if self.world_size > 1 and self.trainer.global_rank != 0:
+        has_buffer = "replay_buffer" in state_dict
+        if not has_buffer and not self.resume_without_buffer:
+            raise CheckpointError(
+                "The checkpoint holds no replay buffer: periodic (env_steps=N.ckpt) and best "
+                "checkpoints are kept small, and only last.ckpt resumes exactly. Resume from "
+                "last.ckpt (--ckpt_path last), or continue from this one with an empty replay "
+                "buffer, refilled by data.learning_starts env steps of the current policy: "
+                "--data.resume_without_buffer true."
+            )
+        if has_buffer and self.world_size > 1 and self.trainer.global_rank != 0:
             path = self._rank_state_path(self.trainer.global_rank, state_dict["env_steps"])
             if not path.is_file():
-                raise FileNotFoundError(
+                raise CheckpointError(
                     f"Rank {self.trainer.global_rank}'s part of the checkpoint is missing: "
-                    f"{path}. Resume from a checkpoint written by this run's ranks."
+                    f"{path}. Resume from the run's last.ckpt, or continue without the "
+                    "replay buffers: --data.resume_without_buffer true."
                 )
-            state_dict = torch.load(path, map_location="cpu", weights_only=False)
+            state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         self._check_environment(state_dict)
         if self.num_envs != state_dict["episode_sums"].shape[1]:
-            raise ValueError(
+            raise CheckpointError(
                 f"data.num_envs={self.num_envs}, but the checkpoint was written with "
                 f"{state_dict['episode_sums'].shape[1]} envs; resume with the same num_envs."
             )
         self.env_steps = int(state_dict["env_steps"])
-        self.update_credit = float(state_dict["update_credit"])
-        self.pending_index = state_dict["pending_index"]
-        self.replay_buffer.load_state_dict(state_dict["replay_buffer"])
         self.reward.load_state_dict(state_dict["reward"])
-        self.tracker.sums.copy_(state_dict["episode_sums"])
         _set_rng_states(state_dict["rng"])
+        # (Episode sums are not restored: the resumed envs start new episodes.)
+        if has_buffer:
+            self.update_credit = float(state_dict["update_credit"])
+            self.refill_steps = int(state_dict.get("refill_steps", 0))
+            self.pending_index = state_dict["pending_index"]
+            self.replay_buffer.load_state_dict(state_dict["replay_buffer"])
+        else:
+            self.update_credit = 0.0
+            self.pending_index = None
+            self.refill_steps = math.ceil(self.learning_starts / self.world_size)
+            rank_zero_info(
+                "vlmrm: resuming without a replay buffer; refilling it with "
+                f"{self.refill_steps} env steps of the current policy per rank before updates."
+            )
 
     def _check_environment(self, state_dict: dict[str, Any]) -> None:
         """Refuse a checkpoint whose env differs from this config's (one message naming the
@@ -463,7 +554,7 @@ class RLDataModule(L.LightningDataModule):
             details = ", ".join(
                 f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in differing.items()
             )
-            raise ValueError(
+            raise CheckpointError(
                 f"The checkpoint comes from a different environment ({details}). Resume with "
                 "the config the run was started with (its run directory holds config.yaml), or "
                 "start a new run without --ckpt_path."
@@ -507,29 +598,43 @@ class RLDataModule(L.LightningDataModule):
         self._collector_iter = iter(self._collector)
 
     def collect_once(self) -> None:
-        """Collect one batch, reward it, store its transitions, and record statistics."""
+        """Collect one batch with the current policy, then :meth:`store_batch` it."""
         if self._collector is None:
             self._start_collector()
         start = time.perf_counter()
         batch = next(self._collector_iter)
-        collect_s = time.perf_counter() - start
-        start = time.perf_counter()
-        self.reward(batch)  # once per collected batch: every frame in a few large forward passes
-        reward_s = time.perf_counter() - start
-        batch = batch.exclude(PIXELS, (NEXT, PIXELS))
-        self.replay_buffer.extend(batch.select(*TRANSITION_KEYS, strict=False).reshape(-1))
-        # Updates are owed only for the steps past learning_starts (as in SB3), counted on
-        # this rank's share of the global step count.
-        local_start = math.ceil(self.learning_starts / self.world_size)
-        learning_steps = self.env_steps + batch.numel() - max(self.env_steps, local_start)
-        self.env_steps += batch.numel()
-        self.update_credit += max(0, learning_steps) * self.updates_per_step
-        self._collections += 1
-        self._finished.append((self._collections, self.tracker.update(batch)))
-        self.latest = {
-            "collect_steps_per_s": batch.numel() / max(collect_s, 1e-9),
-            "reward_frames_per_s": batch.numel() / max(reward_s, 1e-9),
-        }
+        self.store_batch(batch, collect_s=time.perf_counter() - start)
+
+    def store_batch(self, batch: TensorDictBase, collect_s: float = 0.0) -> None:
+        """Reward a collected batch ``[N, T]`` (one reward call for every frame), store its
+        transitions without pixels, and advance the counters and episode statistics.
+
+        Interrupts are deferred until the batch is stored and counted, so a checkpoint never
+        holds a buffer that disagrees with its env-step count or update credit.
+        """
+        with deferred_interrupts():
+            start = time.perf_counter()
+            self.reward(batch)  # once per batch: every frame in a few large forward passes
+            reward_s = time.perf_counter() - start
+            batch = batch.exclude(PIXELS, (NEXT, PIXELS))
+            self.replay_buffer.extend(batch.select(*TRANSITION_KEYS, strict=False).reshape(-1))
+            # Updates are owed only for the steps past learning_starts (as in SB3), counted on
+            # this rank's share of the global step count; updates_per_step is per global step,
+            # and every rank owes the same number, since all ranks collect alike.
+            local_start = math.ceil(self.learning_starts / self.world_size)
+            learning_steps = self.env_steps + batch.numel() - max(self.env_steps, local_start)
+            if self.refill_steps > 0:  # refilling an empty buffer after a bufferless resume
+                refilled = min(self.refill_steps, batch.numel())
+                self.refill_steps -= refilled
+                learning_steps -= refilled
+            self.env_steps += batch.numel()
+            self.update_credit += max(0, learning_steps) * self.world_size * self.updates_per_step
+            self._collections += 1
+            self._finished.append((self._collections, self.tracker.update(batch)))
+            self.latest = {
+                "collect_steps_per_s": batch.numel() / max(collect_s, 1e-9),
+                "reward_frames_per_s": batch.numel() / max(reward_s, 1e-9),
+            }
 
     def finished_episodes_since(self, seen: int) -> tuple[dict[str, torch.Tensor], int]:
         """Episodes that ended in the collections after collection number ``seen`` (``[E]``
@@ -551,8 +656,25 @@ class RLDataModule(L.LightningDataModule):
         return updates
 
     def sample_updates(self, updates: int) -> TensorDictBase:
-        """``[updates, batch_size]`` transitions, sampled in one call (indices kept as
-        ``pending_index`` until the next batch is sampled)."""
-        sample, info = self.replay_buffer.sample(updates * self.batch_size, return_info=True)
-        self.pending_index = torch.as_tensor(info["index"])
-        return sample.reshape(updates, self.batch_size)
+        """``[updates, local_batch_size]`` transitions for ``updates`` SAC updates, sampled in
+        one call (indices kept as ``pending_index`` until the next batch is sampled)."""
+        index = self.replay_buffer.sampler.sample(
+            self.replay_buffer.storage, updates * self.local_batch_size
+        )[0]
+        self.pending_index = torch.as_tensor(index)
+        return self.minibatches(self.pending_index)
+
+    def minibatches(self, index: torch.Tensor) -> TensorDictBase:
+        """The stored transitions at ``index`` ``[K * b]`` as ``[K, b]`` minibatches, with the
+        reward to learn from computed now: the stored raw rewards standardised with the newest
+        running statistics and mixed with the env's reward (see
+        :meth:`~vlmrm.rewards.RewardTransform.final_reward`)."""
+        sample = self.replay_buffer.storage[index]
+        next_data = sample.get(NEXT)
+        gt_reward = next_data.get(GT_REWARD, None)
+        raw_reward = next_data.get(RAW_REWARD)
+        reward = self.reward.final_reward(
+            raw_reward.reshape(-1), None if gt_reward is None else gt_reward.reshape(-1)
+        )
+        next_data.set(REWARD, reward.reshape(raw_reward.shape).to(raw_reward.dtype))
+        return sample.reshape(-1, self.local_batch_size)

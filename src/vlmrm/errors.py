@@ -29,5 +29,5 @@ class InputFileError(UserInputError, FileNotFoundError):
     """A file or folder the user named is missing or unreadable (frames, videos, weights)."""
 
 
-class CheckpointError(UserInputError, RuntimeError):
+class CheckpointError(UserInputError, ValueError):
     """A checkpoint that is missing, truncated, corrupt or does not fit this run."""

@@ -30,6 +30,8 @@ from tensordict.nn import TensorDictModule
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from vlmrm.errors import CheckpointError, ConfigError
+from vlmrm.interrupts import deferred_interrupts
 from vlmrm.keys import ACTION, NEXT, OBSERVATION, REWARD, TERMINATED
 
 __all__ = ["SAC", "ActionRescale", "EnsembleMLP", "SACPolicy", "mlp"]
@@ -335,7 +337,7 @@ class SAC(L.LightningModule):
             if name in saved and _plain(saved[name]) != _plain(self.hparams[name])
         ]
         if differing:
-            raise ValueError(
+            raise CheckpointError(
                 "The checkpoint was written by a run with a different environment or network "
                 f"({'; '.join(differing)}). Resume with the config the run was started with "
                 "(config.yaml in its run directory), or start a new run without --ckpt_path."
@@ -358,8 +360,14 @@ class SAC(L.LightningModule):
         return optimizers
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
-        """K SAC updates on a ``[K, B]`` batch (see the class docstring); logs the mean metrics."""
-        metrics = self.run_updates(batch, self.optimizers())
+        """K SAC updates on a ``[K, B]`` batch (see the class docstring); logs the mean metrics.
+
+        Ctrl-C and SIGTERM wait for the K updates to finish (:func:`deferred_interrupts`), so
+        a checkpoint written on interrupt never holds a step half done: ``global_step``, the
+        update counter and the policy-delay and target-update phases always agree.
+        """
+        with deferred_interrupts():
+            metrics = self.run_updates(batch, self.optimizers())
         batch_size = batch.shape[1] if batch.batch_dims > 1 else batch.shape[0]
         # With several ranks the logged value is the mean over ranks (every rank logs the same
         # names each step, so the collective calls match).
@@ -678,43 +686,43 @@ def _check_arguments(
 ) -> None:
     """Reject configurations a user can get wrong, naming the value and the fix."""
     if observation_dim < 1 or action_dim < 1:
-        raise ValueError(
+        raise ConfigError(
             f"SAC needs observation_dim >= 1 and action_dim >= 1, got {observation_dim} and "
             f"{action_dim}; link them to the environment's specs."
         )
     if discrete and action_dim < 2:
-        raise ValueError(f"Discrete SAC needs at least 2 actions, got action_dim={action_dim}.")
+        raise ConfigError(f"Discrete SAC needs at least 2 actions, got action_dim={action_dim}.")
     if discrete and (action_low is not None or action_high is not None):
-        raise ValueError(
+        raise ConfigError(
             "action_low/action_high are for continuous actions; set them to null when "
             "discrete=True."
         )
     for name, bound in (("action_low", action_low), ("action_high", action_high)):
         if bound is not None and len(bound) != action_dim:
-            raise ValueError(
+            raise ConfigError(
                 f"{name} has {len(bound)} entries but action_dim={action_dim}; give one bound "
                 "per action dimension."
             )
     if action_low is not None and action_high is not None:
         if any(lo >= hi for lo, hi in zip(action_low, action_high, strict=True)):
-            raise ValueError(
+            raise ConfigError(
                 f"Every action_low must be below its action_high, got {action_low} and "
                 f"{action_high}."
             )
     elif (action_low is None) != (action_high is None):
-        raise ValueError("Give both action_low and action_high, or neither (default [-1, 1]).")
+        raise ConfigError("Give both action_low and action_high, or neither (default [-1, 1]).")
     if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma must be in [0, 1], got {gamma}.")
+        raise ConfigError(f"gamma must be in [0, 1], got {gamma}.")
     if not 0.0 < tau <= 1.0:
-        raise ValueError(f"tau must be in (0, 1], got {tau}; tau=1 is a hard target copy.")
+        raise ConfigError(f"tau must be in (0, 1], got {tau}; tau=1 is a hard target copy.")
     if alpha is not None and alpha < 0:
-        raise ValueError(f"alpha must be >= 0 (or null to autotune it), got {alpha}.")
+        raise ConfigError(f"alpha must be >= 0 (or null to autotune it), got {alpha}.")
     if init_alpha <= 0:
-        raise ValueError(f"init_alpha must be > 0 (log_alpha is learned), got {init_alpha}.")
+        raise ConfigError(f"init_alpha must be > 0 (log_alpha is learned), got {init_alpha}.")
     if policy_delay < 1 or target_update_interval < 1:
-        raise ValueError(
+        raise ConfigError(
             f"policy_delay and target_update_interval must be >= 1, got {policy_delay} and "
             f"{target_update_interval}."
         )
     if action_encoding not in ("one_hot", "index"):
-        raise ValueError(f"action_encoding must be 'one_hot' or 'index', got {action_encoding!r}.")
+        raise ConfigError(f"action_encoding must be 'one_hot' or 'index', got {action_encoding!r}.")

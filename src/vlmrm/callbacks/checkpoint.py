@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +13,16 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
-__all__ = ["CheckpointOnInterrupt", "EnvStepCheckpoint", "check_interval", "checkpoint_dir"]
+from vlmrm.errors import ConfigError
+
+__all__ = [
+    "CheckpointOnInterrupt",
+    "DiskEstimate",
+    "EnvStepCheckpoint",
+    "check_interval",
+    "checkpoint_dir",
+    "save_small_checkpoint",
+]
 
 
 def checkpoint_dir(trainer: L.Trainer) -> Path:
@@ -24,7 +36,7 @@ def checkpoint_dir(trainer: L.Trainer) -> Path:
 def check_interval(name: str, value: int | None, action: str) -> None:
     """An env-step interval must be a positive integer, or ``None`` (only at the end)."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(
+        raise ConfigError(
             f"{name}={value!r} must be a positive integer, or null to {action} only at the "
             "end of the run."
         )
@@ -40,10 +52,18 @@ class EnvStepCheckpoint(ModelCheckpoint):
 
     RL runs are measured in env steps (the paper checkpoints every 128,000), while Lightning's
     ``global_step`` here counts SAC updates, which arrive K at a time and need not hit round
-    numbers. ``last.ckpt`` is refreshed at every save and at the end of the run, so
-    ``vlmrm fit ... --ckpt_path last`` always finds the newest state. Files are named after the
-    env steps they hold (``env_steps=128000.ckpt``); ``save_top_k=-1`` keeps them all, ``0``
-    keeps only ``last.ckpt``.
+    numbers. A checkpoint is written at the first training step at or after each multiple of
+    ``every_n_env_steps`` (the last one written is part of the callback's own state, so a
+    resumed run keeps the schedule).
+
+    ``last.ckpt`` is refreshed at every save, on interrupt and at the end of the run, and is
+    the one checkpoint that resumes exactly: it holds the replay buffer. The periodic files
+    (``env_steps=128000.ckpt``; ``save_top_k=-1`` keeps them all, ``0`` none) and
+    ``best.ckpt`` are small: weights, optimisers, counters and reward statistics, enough for
+    ``vlmrm validate`` and for continuing with ``--data.resume_without_buffer true``.
+
+    At the start of ``fit`` it prints the disk space its checkpoints will take and refuses,
+    with one message, a run whose file system cannot hold them.
 
     Args:
         every_n_env_steps: env steps (summed over envs and ranks) between checkpoints; ``None``
@@ -61,6 +81,11 @@ class EnvStepCheckpoint(ModelCheckpoint):
         **kwargs: Any,
     ) -> None:
         check_interval("checkpoint.every_n_env_steps", every_n_env_steps, "save")
+        if save_top_k < -1:
+            raise ConfigError(
+                f"checkpoint.save_top_k={save_top_k}: use -1 (keep every periodic checkpoint), "
+                "0 (only last.ckpt) or a positive count."
+            )
         super().__init__(
             filename=filename,
             save_last=save_last,
@@ -69,13 +94,12 @@ class EnvStepCheckpoint(ModelCheckpoint):
             **kwargs,
         )
         self.every_n_env_steps = every_n_env_steps
-        self._saved_interval = 0
+        self.saved_at_env_steps = 0  # env steps of the newest periodic save (0: none yet)
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_start(trainer, pl_module)
-        # After a resume the data module already holds the restored env-step count.
-        if self.every_n_env_steps:
-            self._saved_interval = _env_steps(trainer) // self.every_n_env_steps
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and hasattr(trainer.datamodule, "transition_bytes"):
+            self._check_disk_space(trainer, pl_module)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
@@ -83,9 +107,10 @@ class EnvStepCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
         if not self.every_n_env_steps or self._should_skip_saving_checkpoint(trainer):
             return
-        interval = _env_steps(trainer) // self.every_n_env_steps
-        if interval > self._saved_interval:
-            self._saved_interval = interval
+        env_steps = _env_steps(trainer)
+        every = self.every_n_env_steps
+        if env_steps // every > self.saved_at_env_steps // every:
+            self.saved_at_env_steps = env_steps  # before saving: the checkpoint holds it
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
@@ -97,10 +122,142 @@ class EnvStepCheckpoint(ModelCheckpoint):
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        # Only last.ckpt carries the replay buffer (gigabytes for long runs); the others are
+        # kept for evaluation and comparison, and a run of 10M steps would otherwise write
+        # the buffer 78 times.
+        is_last = Path(filepath).name == f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+        data = trainer.datamodule
+        if is_last or not hasattr(data, "checkpoints_without_buffer"):
+            super()._save_checkpoint(trainer, filepath)
+            return
+        with data.checkpoints_without_buffer():
+            super()._save_checkpoint(trainer, filepath)
+
     def _monitor_candidates(self, trainer: L.Trainer) -> dict[str, torch.Tensor]:
         candidates = super()._monitor_candidates(trainer)
         candidates["env_steps"] = torch.tensor(_env_steps(trainer))
         return candidates
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "saved_at_env_steps": self.saved_at_env_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.saved_at_env_steps = int(state_dict.get("saved_at_env_steps", 0))
+
+    # --- disk space ---------------------------------------------------------------------------
+
+    def disk_estimate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> DiskEstimate:
+        """What this run's checkpoints will take on disk (see :class:`DiskEstimate`)."""
+        data = trainer.datamodule
+        world_size = trainer.world_size
+        small = _module_state_bytes(pl_module)
+        transitions = min(data.buffer_size, math.ceil(data.total_frames / world_size))
+        buffer = transitions * data.transition_bytes
+        periodic = 0
+        if self.save_top_k != 0:
+            # One per interval, and one at the end of the run (Lightning's epoch end).
+            periodic = data.total_frames // (self.every_n_env_steps or data.total_frames) + 1
+            if self.save_top_k > 0:
+                periodic = min(periodic, self.save_top_k)
+        return DiskEstimate(
+            small_bytes=small,
+            buffer_bytes=buffer,
+            buffer_transitions=transitions,
+            transition_bytes=data.transition_bytes,
+            periodic_files=periodic,
+            world_size=world_size,
+        )
+
+    def _check_disk_space(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        estimate = self.disk_estimate(trainer, pl_module)
+        directory = Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir)
+        existing = directory
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        free = shutil.disk_usage(existing).free
+        # Files already there (a resumed run) are replaced, so their space counts as free.
+        reusable = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+        rank_zero_info(f"vlmrm: {estimate.describe()}; {_size(free)} free in {existing}")
+        if free + reusable < estimate.needed_bytes:
+            raise ConfigError(
+                f"Not enough disk space for this run's checkpoints in {directory}: they need "
+                f"about {_size(estimate.needed_bytes)} ({estimate.describe()}), and the file "
+                f"system has {_size(free + reusable)}. Free some space, write the run elsewhere "
+                "(--trainer.default_root_dir), keep fewer periodic checkpoints "
+                "(--checkpoint.save_top_k 0) or a smaller replay buffer (--data.buffer_size)."
+            )
+
+
+@dataclass
+class DiskEstimate:
+    """Checkpoint disk use of a run: ``last.ckpt`` (weights, optimisers and the replay buffer
+    of rank 0), the small periodic files and ``best.ckpt``, every other rank's buffer (its
+    two newest parts), and room for a second copy of ``last.ckpt`` while it is replaced."""
+
+    small_bytes: int  # one small checkpoint: weights, optimiser states, counters
+    buffer_bytes: int  # one rank's full replay buffer
+    buffer_transitions: int
+    transition_bytes: int
+    periodic_files: int
+    world_size: int
+
+    @property
+    def last_bytes(self) -> int:
+        return self.small_bytes + self.buffer_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        """Everything kept at the end of the run."""
+        others = (self.world_size - 1) * 2 * self.buffer_bytes
+        return self.last_bytes + (self.periodic_files + 1) * self.small_bytes + others
+
+    @property
+    def needed_bytes(self) -> int:
+        """Peak: the kept files plus the temporary copy of ``last.ckpt`` being written."""
+        return self.total_bytes + self.last_bytes
+
+    def describe(self) -> str:
+        ranks = (
+            f", plus 2 buffer parts per other rank ({self.world_size - 1} ranks)"
+            if self.world_size > 1
+            else ""
+        )
+        return (
+            f"checkpoints will take about {_size(self.total_bytes)}: last.ckpt up to "
+            f"{_size(self.last_bytes)} (replay buffer of {self.buffer_transitions:,} "
+            f"transitions x {self.transition_bytes:,} B), {self.periodic_files} periodic and "
+            f"best.ckpt at {_size(self.small_bytes)} each{ranks}; writing last.ckpt needs "
+            f"{_size(self.last_bytes)} more while it is replaced"
+        )
+
+
+def _module_state_bytes(pl_module: L.LightningModule) -> int:
+    """Bytes of the module's state dict plus Adam's two moments per trainable parameter."""
+    weights = sum(t.numel() * t.element_size() for t in pl_module.state_dict().values())
+    trainable = sum(p.numel() * p.element_size() for p in pl_module.parameters() if p.requires_grad)
+    return weights + 2 * trainable
+
+
+def _size(num_bytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if num_bytes < 1000:
+            return f"{num_bytes:.3g} {unit}"
+        num_bytes /= 1000
+    return f"{num_bytes:.3g} TB"
+
+
+def save_small_checkpoint(trainer: L.Trainer, path: Path) -> None:
+    """Write a checkpoint without the replay buffer to ``path`` from this rank alone (no
+    collective call), through the trainer's atomic checkpoint IO."""
+    data = trainer.datamodule
+    if hasattr(data, "checkpoints_without_buffer"):
+        with data.checkpoints_without_buffer():
+            state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+    else:
+        state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+    trainer.strategy.checkpoint_io.save_checkpoint(state, path)
 
 
 class CheckpointOnInterrupt(L.Callback):

@@ -1,0 +1,77 @@
+"""Ctrl-C and SIGTERM that never land in the middle of a state change.
+
+A training step performs K SAC updates, and storing a collected batch extends the replay
+buffer and advances several counters. An interrupt between two of those operations would
+leave a checkpoint whose counters disagree with its weights or its buffer (the update
+counter behind the optimiser steps, a policy-delay phase off by the updates already done).
+Code that changes such state runs inside :func:`deferred_interrupts`: a Ctrl-C or SIGTERM
+arriving there is remembered, and raised as ``KeyboardInterrupt`` when the outermost
+section ends, so the interrupt checkpoint always holds a whole training step.
+
+:func:`install_interrupt_handlers` routes SIGINT and SIGTERM (cluster pre-emption, ``kill``)
+through this mechanism; ``vlmrm fit`` installs it for the run. ``kill -9`` cannot be caught:
+such a run resumes from its newest periodic checkpoint.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["deferred_interrupts", "install_interrupt_handlers"]
+
+_depth = 0  # nesting level of deferred_interrupts sections (signals arrive on the main thread)
+_pending_signal: int | None = None
+
+
+def _handler(signum: int, frame: Any) -> None:
+    global _pending_signal
+    if _depth > 0:
+        if _pending_signal is None:
+            print(
+                f"vlmrm: signal {signum} received; finishing the current step, then saving",
+                file=sys.stderr,
+            )
+        _pending_signal = signum
+        return
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Run the body to its end even if Ctrl-C or SIGTERM arrives; raise it afterwards.
+
+    Only effective once :func:`install_interrupt_handlers` has installed the handlers;
+    otherwise a plain counter (Python's default SIGINT handling applies).
+    """
+    global _depth, _pending_signal
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+    if _depth == 0 and _pending_signal is not None:
+        signum, _pending_signal = _pending_signal, None
+        raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def install_interrupt_handlers() -> Iterator[None]:
+    """Route SIGINT and SIGTERM through :func:`deferred_interrupts` while the body runs
+    (main thread only; elsewhere a no-op), restoring the previous handlers afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Callable[..., Any] | int | None] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.getsignal(signum)
+        signal.signal(signum, _handler)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
