@@ -298,6 +298,7 @@ def test_kill_9_at_random_moments_then_resume_ends_like_an_uninterrupted_run(tmp
         if attempt == 3 or process.returncode == 0:
             assert process.returncode == 0, stderr.decode()[-3000:]
             break
+    print(f"killed {len(kills)} times; env steps in last.ckpt at each kill: {kills}")
     assert len(kills) >= 2, f"the runs ended before they could be killed: {kills}"
     (last,) = (tmp_path / "killed").glob("*/checkpoints/last.ckpt")
     assert counters(last) == expected

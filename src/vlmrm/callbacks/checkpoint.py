@@ -150,24 +150,12 @@ class EnvStepCheckpoint(ModelCheckpoint):
 
     def disk_estimate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> DiskEstimate:
         """What this run's checkpoints will take on disk (see :class:`DiskEstimate`)."""
-        data = trainer.datamodule
-        world_size = trainer.world_size
-        small = _module_state_bytes(pl_module)
-        transitions = min(data.buffer_size, math.ceil(data.total_frames / world_size))
-        buffer = transitions * data.transition_bytes
-        periodic = 0
-        if self.save_top_k != 0:
-            # One per interval, and one at the end of the run (Lightning's epoch end).
-            periodic = data.total_frames // (self.every_n_env_steps or data.total_frames) + 1
-            if self.save_top_k > 0:
-                periodic = min(periodic, self.save_top_k)
-        return DiskEstimate(
-            small_bytes=small,
-            buffer_bytes=buffer,
-            buffer_transitions=transitions,
-            transition_bytes=data.transition_bytes,
-            periodic_files=periodic,
-            world_size=world_size,
+        return DiskEstimate.for_run(
+            trainer.datamodule,
+            pl_module,
+            self.every_n_env_steps,
+            self.save_top_k,
+            trainer.world_size,
         )
 
     def _check_disk_space(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -202,6 +190,33 @@ class DiskEstimate:
     transition_bytes: int
     periodic_files: int
     world_size: int
+
+    @classmethod
+    def for_run(
+        cls,
+        data: Any,
+        pl_module: L.LightningModule,
+        every_n_env_steps: int | None,
+        save_top_k: int,
+        world_size: int = 1,
+    ) -> DiskEstimate:
+        """The estimate for a data module (``buffer_size``, ``total_frames``,
+        ``transition_bytes``), a SAC module and the checkpoint schedule."""
+        transitions = min(data.buffer_size, math.ceil(data.total_frames / world_size))
+        periodic = 0
+        if save_top_k != 0:
+            # One per interval, and one at the end of the run (Lightning's epoch end).
+            periodic = data.total_frames // (every_n_env_steps or data.total_frames) + 1
+            if save_top_k > 0:
+                periodic = min(periodic, save_top_k)
+        return cls(
+            small_bytes=_module_state_bytes(pl_module),
+            buffer_bytes=transitions * data.transition_bytes,
+            buffer_transitions=transitions,
+            transition_bytes=data.transition_bytes,
+            periodic_files=periodic,
+            world_size=world_size,
+        )
 
     @property
     def last_bytes(self) -> int:
