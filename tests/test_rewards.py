@@ -13,6 +13,7 @@ from torchrl.data import Bounded, Composite, LazyTensorStorage, ReplayBuffer, Un
 from torchrl.envs import Compose, EnvBase, RewardSum, SerialEnv, TransformedEnv
 from torchrl.envs.utils import check_env_specs
 
+from vlmrm.errors import ConfigError
 from vlmrm.rewards import CLIPReward, GroundTruthReward, SigLIPReward, VLMReward
 
 GOALS = ["a pole standing upright", "pole vertically upright on top of the cart"]
@@ -372,7 +373,7 @@ def test_bad_shaping_and_dtype_arguments(tiny_clip):
     with pytest.raises(ValueError, match=r"float16 .* not supported on the CPU"):
         CLIPReward(name, GOALS, pretrained=checkpoint, dtype="float16", device="cpu")
     reward = CLIPReward(name, GOALS, pretrained=checkpoint, env_weight=0.5)
-    with pytest.raises(KeyError, match=r"env_weight=0\.5"):
+    with pytest.raises(ConfigError, match=r"env_weight=0\.5"):
         reward(TensorDict({"next": {"pixels": random_frames(2)}}, batch_size=[2]))
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vlmrm.errors import InputFileError
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "VIDEO_SUFFIXES",
@@ -32,7 +34,7 @@ def collect_media_files(paths: Sequence[str | Path]) -> list[Path]:
                 p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
             )
             if not found:
-                raise FileNotFoundError(
+                raise InputFileError(
                     f"Folder {str(path)!r} holds no images or videos "
                     f"(looked for {', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})."
                 )
@@ -40,7 +42,10 @@ def collect_media_files(paths: Sequence[str | Path]) -> list[Path]:
         elif path.is_file():
             files.append(path)
         else:
-            raise FileNotFoundError(f"{str(path)!r} is neither a file nor a folder.")
+            raise InputFileError(
+                f"{str(path)!r} is neither a file nor a folder; give image files, folders of "
+                "images, or video files."
+            )
     return files
 
 
@@ -62,19 +67,27 @@ def _read_image(path: Path) -> np.ndarray:
     try:
         image = np.asarray(iio.imread(path))
     except Exception as error:
-        raise ValueError(f"Cannot read image {str(path)!r}: {error}") from error
+        detail = _first_line(error)
+        detail = "" if str(path) in detail else f" ({detail})"  # imageio repeats the path
+        raise InputFileError(
+            f"Cannot read image {str(path)!r}: no image decoder recognises it{detail}; it is "
+            "damaged, incomplete or not an image. Convert it to PNG or JPEG, or leave it out."
+        ) from error
     if image.ndim == 2:  # greyscale
         image = np.repeat(image[..., None], 3, axis=-1)
     if image.ndim != 3 or image.shape[-1] not in (3, 4):
-        raise ValueError(
+        raise InputFileError(
             f"Image {str(path)!r} has shape {image.shape}; "
-            "expected [H, W, 3] RGB or [H, W, 4] RGBA."
+            "expected [H, W, 3] RGB or [H, W, 4] RGBA. Convert it to an RGB PNG."
         )
     if image.dtype != np.uint8:
         if image.dtype == np.uint16:
             image = (image >> 8).astype(np.uint8)
         else:
-            raise ValueError(f"Image {str(path)!r} has dtype {image.dtype}; expected 8-bit RGB.")
+            raise InputFileError(
+                f"Image {str(path)!r} has dtype {image.dtype}; expected 8-bit RGB. "
+                "Convert it to an 8-bit RGB PNG."
+            )
     return np.ascontiguousarray(image[..., :3])
 
 
@@ -86,7 +99,10 @@ def _read_video(path: Path) -> Iterator[tuple[str, np.ndarray]]:
         meta = next(reader)
         width, height = meta["size"]
     except Exception as error:
-        raise ValueError(f"Cannot read video {str(path)!r}: {error}") from error
+        raise InputFileError(
+            f"Cannot read video {str(path)!r} ({_first_line(error)}); is it a complete video "
+            "file that ffmpeg can decode? Re-encode it (e.g. to H.264 mp4), or leave it out."
+        ) from error
     index = 0
     try:
         for buffer in reader:
@@ -94,13 +110,20 @@ def _read_video(path: Path) -> Iterator[tuple[str, np.ndarray]]:
             yield f"{path.name}#{index}", frame
             index += 1
     except Exception as error:
-        raise ValueError(
-            f"Cannot read video {str(path)!r} after {index} frames: {error}"
+        raise InputFileError(
+            f"Cannot read video {str(path)!r} after {index} frames ({_first_line(error)}); "
+            "the file may be truncated. Re-encode it, or leave it out."
         ) from error
     finally:
         reader.close()
     if index == 0:
-        raise ValueError(f"Video {str(path)!r} has no frames.")
+        raise InputFileError(f"Video {str(path)!r} has no frames; leave it out.")
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message (decoders' messages run to many lines)."""
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:limit]
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 30.0) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vlmrm.errors import ConfigError
 from vlmrm.media import collect_media_files, pyplot, read_frames, save_figure
 from vlmrm.rewards.transforms import CLIPReward, SigLIPReward
 
@@ -34,8 +34,15 @@ class FrameScore:
     baseline_similarity: float
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, with one short message for a bad command line instead of the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"vlmrm: error: {message}\n(all options: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="vlmrm score",
         description="Score images, folders of images or videos against goal and baseline prompts.",
     )
@@ -141,34 +148,65 @@ def _write_plot(scores: Sequence[FrameScore], path: Path, title: str) -> None:
     save_figure(fig, path, dpi=100)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    reward_class = SigLIPReward if args.reward == "siglip" else CLIPReward
-    try:
-        files = collect_media_files(args.paths)
-        reward = reward_class(
-            model=args.model,
-            goal_prompts=args.goal,
-            baseline_prompts=args.baseline,
-            negative_prompts=args.negative,
-            alpha=args.alpha,
-            kind=args.kind,
-            pretrained=args.pretrained,
-            cache_dir=args.cache_dir,
-            device=args.device,
-            dtype=args.dtype,
-            batch_size=args.batch_size,
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse bad prompts and sizes before a model is loaded, naming the option."""
+    prompt_options = {"--goal": args.goal, "--baseline": args.baseline, "--negative": args.negative}
+    for option, prompts in prompt_options.items():
+        for prompt in prompts:
+            if not prompt.strip():
+                raise ConfigError(
+                    f"{option} {prompt!r} is empty; give a sentence, e.g. "
+                    f'{option} "a humanoid robot kneeling".'
+                )
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size} must be a positive integer.")
+    for option, path in (("--csv", args.csv), ("--plot", args.plot)):
+        if path is not None and Path(path).is_dir():
+            raise ConfigError(f"{option} {path!r} is a folder; give a file name.")
+    if not Path(args.csv).resolve().parent.is_dir():  # (--plot creates its folder)
+        raise ConfigError(
+            f"--csv {args.csv!r}: the folder {str(Path(args.csv).parent)!r} does not exist; "
+            "create it or choose another path."
         )
-        scores = score_frames(reward, files, args.batch_size)
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
-        print(f"vlmrm score: error: {error}", file=sys.stderr)
-        return 2
+
+
+def _write_output(option: str, path: Path, write) -> None:
+    try:
+        write(path)
+    except OSError as error:
+        raise ConfigError(
+            f"{option} {str(path)!r}: cannot write the file ({error.strerror or error}); "
+            "choose a writable path."
+        ) from error
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``vlmrm score``; a user mistake raises :class:`~vlmrm.errors.UserInputError`
+    (``vlmrm`` prints it as one message and exits with status 2)."""
+    args = build_parser().parse_args(argv)
+    _check_options(args)
+    reward_class = SigLIPReward if args.reward == "siglip" else CLIPReward
+    files = collect_media_files(args.paths)
+    reward = reward_class(
+        model=args.model,
+        goal_prompts=args.goal,
+        baseline_prompts=args.baseline,
+        negative_prompts=args.negative,
+        alpha=args.alpha,
+        kind=args.kind,
+        pretrained=args.pretrained,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+    )
+    scores = score_frames(reward, files, args.batch_size)
     _print_table(scores, has_baseline=bool(args.baseline))
     csv_path = Path(args.csv)
-    _write_csv(scores, csv_path)
+    _write_output("--csv", csv_path, lambda path: _write_csv(scores, path))
     print(f"wrote {csv_path}")
     if args.plot:
         title = f"{args.model}: goal {args.goal} vs baseline {args.baseline}, alpha={args.alpha}"
-        _write_plot(scores, Path(args.plot), title)
+        _write_output("--plot", Path(args.plot), lambda path: _write_plot(scores, path, title))
         print(f"wrote {args.plot}")
     return 0

@@ -13,15 +13,16 @@ import os
 import re
 import signal
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from vlmrm.callbacks import (
     CheckpointOnInterrupt,
@@ -30,8 +31,14 @@ from vlmrm.callbacks import (
     Evaluate,
     TrainMetrics,
 )
-from vlmrm.checkpointing import AtomicCheckpointIO
+from vlmrm.checkpointing import (
+    AtomicCheckpointIO,
+    check_checkpoint_file,
+    load_checkpoint_file,
+)
 from vlmrm.data import RLDataModule
+from vlmrm.errors import ConfigError, UserInputError
+from vlmrm.interrupts import install_interrupt_handlers
 from vlmrm.sac import SAC
 
 __all__ = ["VLMRMCLI", "find_checkpoint", "run_training_cli"]
@@ -66,8 +73,8 @@ def _cluster_run_id() -> str | None:
     if torchrun_id == "none" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # torchrun starts every rank itself, each on its own clock: start times would split
         # one run into several directories (one per node, or per second).
-        raise SystemExit(
-            "vlmrm: torchrun without --rdzv-id: every rank must agree on one run directory. "
+        raise ConfigError(
+            "torchrun without --rdzv-id: every rank must agree on one run directory. "
             "Add --rdzv-id <name> (e.g. --rdzv-backend c10d --rdzv-id $(date +%Y%m%d-%H%M%S)), "
             f"or set {RUN_DIR_VARIABLE} to the directory on every node."
         )
@@ -80,16 +87,70 @@ def find_checkpoint(runs_root: Path, run_name: str, which: str) -> Path:
     pattern = f"*/checkpoints/{which}.ckpt"
     candidates = sorted((runs_root / run_name).glob(pattern), key=lambda p: p.stat().st_mtime)
     if not candidates:
-        raise SystemExit(
-            f"vlmrm: --ckpt_path {which}: no checkpoint found under {runs_root / run_name}/"
+        raise ConfigError(
+            f"--ckpt_path {which}: no checkpoint found under {runs_root / run_name}/"
             f"{pattern}. Start the run without --ckpt_path, pass the checkpoint file itself, "
             "or set --run_name / --trainer.default_root_dir to the run's."
         )
     return candidates[-1]
 
 
+class VLMRMArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser, whose errors are one short message instead of the full usage.
+
+    A bad option or config value prints ``vlmrm: error: <what jsonargparse says>`` and a hint
+    at ``--help``, and exits with status 2. With ``VLMRM_DEBUG=1`` (``vlmrm --debug``) errors
+    print as jsonargparse prints them (``JSONARGPARSE_DEBUG=1`` adds its traceback).
+    """
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        from vlmrm.cli import debug_enabled
+
+        debug = debug_enabled() or os.environ.get("JSONARGPARSE_DEBUG", "") not in ("", "0")
+        if not self.exit_on_error or debug:
+            super().error(message, ex)
+        self._logger.error(message)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        # "vlmrm fit", however the program was started (`python -m vlmrm.cli`, a script).
+        command = " ".join(["vlmrm", *parser.prog.replace(" [options]", "").split()[1:]])
+        sys.stderr.write(f"vlmrm: error: {message.strip()}\n(all options: {command} --help)\n")
+        self.exit(2)
+
+
 class VLMRMCLI(LightningCLI):
     """LightningCLI for SAC from VLM rewards; the env's specs flow from the data to the model."""
+
+    def _parse_ckpt_path(self) -> None:
+        """Merge the model's hyperparameters saved in ``--ckpt_path`` into the config, as
+        Lightning does, but read with :func:`~vlmrm.checkpointing.load_checkpoint_file`: no
+        code from the file runs, a bad file is one clear error, and the file is memory-mapped,
+        so the replay buffer in it is not read here (Lightning's own version reads it all)."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).exists():  # `last`, `best`: resolved later
+            return
+        weights_only = self.config[subcommand].get("weights_only")  # False only if asked
+        checkpoint = load_checkpoint_file(ckpt_path, map_location="cpu", weights_only=weights_only)
+        hparams = dict(checkpoint.get("hyper_parameters", {}))
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except UserInputError:
+            # Lightning's DDP launcher started the other ranks from this process; they would
+            # wait for this one in a collective forever. (Lightning does the same on Ctrl-C.)
+            launcher = self.trainer.strategy.launcher
+            if isinstance(launcher, _SubprocessScriptLauncher) and self.trainer.global_rank == 0:
+                launcher.kill(signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
+            raise
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for attribute in SPEC_LINKS:
@@ -114,7 +175,17 @@ class VLMRMCLI(LightningCLI):
         ]
         if config.get("enable_progress_bar") is not False:
             callbacks = [*callbacks, EnvStepProgressBar()]
-        return super()._instantiate_trainer(config, callbacks)
+        try:
+            return super()._instantiate_trainer(config, callbacks)
+        except (MisconfigurationException, ValueError, TypeError) as error:
+            if isinstance(error, UserInputError):
+                raise
+            # Lightning checks the trainer options here (accelerator, devices, strategy,
+            # precision, ...): a bad value, not a bug.
+            raise ConfigError(
+                f"{error} (check the trainer: section of the config and the --trainer.* "
+                "options; vlmrm fit --help lists them)"
+            ) from error
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand is None:
@@ -159,13 +230,13 @@ class VLMRMCLI(LightningCLI):
                 config.ckpt_path = None
             return run_dir
         if ckpt_path in ("last", "best"):
-            ckpt = find_checkpoint(runs_root, run_name, ckpt_path)
+            ckpt = check_checkpoint_file(find_checkpoint(runs_root, run_name, ckpt_path))
             config.ckpt_path = str(ckpt)
             return ckpt.parent.parent
         if ckpt_path not in (None, "hpc", "registry"):
-            ckpt = Path(ckpt_path)
-            if not ckpt.is_file():
-                raise SystemExit(f"vlmrm: --ckpt_path {ckpt_path}: no such checkpoint file.")
+            # Missing, empty, truncated or foreign files are refused here, before any
+            # environment or VLM starts; the full load checks the contents.
+            ckpt = check_checkpoint_file(ckpt_path)
             if ckpt.parent.name == "checkpoints":
                 return ckpt.parent.parent  # continue in the run's own directory
         # The cluster job's id when there is one, else the start time.
@@ -203,16 +274,6 @@ class VLMRMCLI(LightningCLI):
         return loggers
 
 
-def _interrupt_on_sigterm() -> None:
-    """Turn SIGTERM (cluster pre-emption, ``kill``) into the Ctrl-C path, which checkpoints."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    if threading.current_thread() is threading.main_thread():  # signals need the main thread
-        signal.signal(signal.SIGTERM, handler)
-
-
 def _quiet_known_warnings() -> None:
     # Lightning's advice for manual optimisation does not apply: SAC checkpoints the state
     # after its updates on purpose. The pytree message is a Lightning/torch version mismatch.
@@ -223,16 +284,25 @@ def _quiet_known_warnings() -> None:
 
 
 def run_training_cli(args: Sequence[str] | None = None, run: bool = True) -> VLMRMCLI:
-    """Build (and by default run) the training CLI on ``args`` (default: ``sys.argv[1:]``)."""
-    _interrupt_on_sigterm()
+    """Build (and by default run) the training CLI on ``args`` (default: ``sys.argv[1:]``).
+
+    Ctrl-C and SIGTERM (cluster pre-emption, ``kill``) take the checkpointing interrupt path,
+    after the training step or batch store in progress has finished (:mod:`vlmrm.interrupts`).
+    """
     _quiet_known_warnings()
     inherited = os.environ.get(RUN_DIR_VARIABLE)
+    with install_interrupt_handlers():
+        return _run(args, run, inherited)
+
+
+def _run(args: Sequence[str] | None, run: bool, inherited: str | None) -> VLMRMCLI:
     try:
         cli = VLMRMCLI(
             SAC,
             RLDataModule,
             args=None if args is None else list(args),
             run=run,
+            parser_class=VLMRMArgumentParser,
             parser_kwargs={"parser_mode": "omegaconf"},
             save_config_kwargs={"overwrite": True},
             trainer_defaults={

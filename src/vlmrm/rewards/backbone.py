@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vlmrm.errors import ConfigError
 from vlmrm.rewards.loading import load_open_clip
 from vlmrm.rewards.preprocessing import FramePreprocessor
 
@@ -26,7 +27,29 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
             return dtype
     elif dtype in DTYPES:
         return DTYPES[dtype]
-    raise ValueError(f"Unsupported VLM dtype {dtype!r}; use one of {list(DTYPES)}.")
+    raise ConfigError(f"Unsupported VLM dtype {dtype!r}; use one of {list(DTYPES)}.")
+
+
+def _parse_device(device: str | torch.device) -> torch.device:
+    """``"cuda:1"`` -> ``torch.device``; raise naming the fix for unknown or absent devices."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ConfigError(
+            f"Unknown VLM device {device!r}; use 'cpu', 'cuda' or 'cuda:<index>'."
+        ) from error
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"VLM device {device!r}: this machine has no usable CUDA GPU; use device='cpu'."
+            )
+        if parsed.index is not None and parsed.index >= count:
+            raise ConfigError(
+                f"VLM device {device!r}: this machine has {count} CUDA GPU(s) "
+                f"(cuda:0 to cuda:{count - 1})."
+            )
+    return parsed
 
 
 @functools.cache
@@ -68,10 +91,10 @@ class VLMBackbone:
     ) -> None:
         self.name = model
         self.pretrained = pretrained
-        self.device = torch.device(device)
+        self.device = _parse_device(device)
         self.dtype = parse_dtype(dtype)
         if self.dtype == torch.float16 and self.device.type == "cpu":
-            raise ValueError(
+            raise ConfigError(
                 "float16 VLM inference is not supported on the CPU (slow, inaccurate kernels); "
                 "use dtype='float32', or 'bfloat16' on CPUs with AVX512-BF16 or AMX."
             )

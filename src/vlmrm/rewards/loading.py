@@ -22,6 +22,8 @@ import open_clip
 import torch
 from torch import nn
 
+from vlmrm.errors import ConfigError, InputFileError, UserInputError
+
 __all__ = [
     "ModelWeightsUnavailableError",
     "embedded_model_names",
@@ -39,7 +41,7 @@ _WEIGHT_FILES = (
 )
 
 
-class ModelWeightsUnavailableError(RuntimeError):
+class ModelWeightsUnavailableError(UserInputError, RuntimeError):
     """The weights of a VLM are neither cached locally nor downloadable right now."""
 
 
@@ -98,6 +100,18 @@ def load_open_clip(
                 raise ModelWeightsUnavailableError(
                     _missing_weights_message(model, pretrained, str(error))
                 ) from error
+            local = _local_weights(name, pretrained)
+            if local is not None:
+                # A file or folder the user gave: damaged, or not open_clip weights for `model`.
+                reason = str(error).splitlines()[0] if str(error) else ""
+                if not reason or "weights_only" in reason:  # never relay torch's advice to
+                    reason = "not a readable weights file"  # load with weights_only=False
+                raise InputFileError(
+                    f"The weights {str(local)!r} of VLM {model!r} cannot be loaded "
+                    f"({type(error).__name__}: {reason[:200]}). Check that the file is complete "
+                    "and holds open_clip weights for this architecture, or use a pretrained tag "
+                    "(open_clip.list_pretrained())."
+                ) from error
             raise
     if pretrained is None and not name.startswith(("hf-hub:", "local-dir:")):
         logger.warning("VLM %r has random weights (no pretrained tag or file was given).", model)
@@ -118,7 +132,7 @@ def _resolve_name(model: str, pretrained: str | None) -> tuple[str, str | None]:
         if path.is_dir():
             _check_model_dir(path, model)
             return f"local-dir:{path}", None
-        raise FileNotFoundError(
+        raise InputFileError(
             f"VLM folder {model!r} does not exist. Give a folder holding open_clip_config.json "
             "and weights, an open_clip model name (see open_clip.list_models()), or an hf-hub: id."
         )
@@ -127,7 +141,7 @@ def _resolve_name(model: str, pretrained: str | None) -> tuple[str, str | None]:
         candidates = known + embedded_model_names()
         close = difflib.get_close_matches(model, candidates, n=5, cutoff=0.5)
         hint = f" Did you mean one of {close}?" if close else ""
-        raise ValueError(
+        raise ConfigError(
             f"Unknown VLM {model!r}.{hint} Valid names are open_clip.list_models(), "
             f"the embedded models {embedded_model_names()}, 'hf-hub:org/repo' ids, or a folder."
         )
@@ -135,7 +149,7 @@ def _resolve_name(model: str, pretrained: str | None) -> tuple[str, str | None]:
     if pretrained is not None and not is_tag and not Path(pretrained).is_file():
         tags = open_clip.list_pretrained_tags_by_model(model)
         close = difflib.get_close_matches(pretrained, tags, n=3, cutoff=0.5)
-        raise ValueError(
+        raise ConfigError(
             f"Pretrained weights {pretrained!r} for VLM {model!r} are neither an open_clip tag "
             f"nor an existing file. Known tags for {model}: {tags}"
             + (f" (closest: {close})." if close else ".")
@@ -143,9 +157,19 @@ def _resolve_name(model: str, pretrained: str | None) -> tuple[str, str | None]:
     return model, pretrained
 
 
+def _local_weights(name: str, pretrained: str | None) -> Path | None:
+    """The user's own weights file or model folder behind ``(name, pretrained)``, if any."""
+    if name.startswith("local-dir:"):
+        folder = Path(name.removeprefix("local-dir:"))
+        return None if folder.resolve().parent == EMBEDDED_MODELS_DIR else folder
+    if pretrained is not None and Path(pretrained).is_file():
+        return Path(pretrained)
+    return None
+
+
 def _check_model_dir(path: Path, model: str) -> None:
     if not (path / "open_clip_config.json").is_file():
-        raise FileNotFoundError(
+        raise InputFileError(
             f"VLM folder {model!r} has no open_clip_config.json; a model folder needs that config "
             "and a weights file (open_clip_model.safetensors or open_clip_pytorch_model.bin)."
         )

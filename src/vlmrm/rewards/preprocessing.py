@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from vlmrm.errors import ConfigError
+
 __all__ = ["FramePreprocessor", "to_channels_first"]
 
 _INTERPOLATIONS = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}
@@ -74,11 +76,11 @@ class FramePreprocessor:
     ) -> None:
         self.size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         if interpolation not in _INTERPOLATIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown interpolation {interpolation!r}; use one of {list(_INTERPOLATIONS)}."
             )
         if resize_mode not in ("shortest", "squash", "longest"):
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown resize_mode {resize_mode!r}; use 'shortest', 'squash' or 'longest'."
             )
         self.interpolation = _INTERPOLATIONS[interpolation]

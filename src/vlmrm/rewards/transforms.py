@@ -86,7 +86,7 @@ class RewardTransform(Transform):
             ("env_weight", env_weight),
         ):
             if not math.isfinite(value):
-                raise ValueError(f"{type(self).__name__}: {name}={value} must be a finite number.")
+                raise ConfigError(f"{type(self).__name__}: {name}={value} must be a finite number.")
         self.scale = scale
         self.offset = offset
         self.standardize = standardize
@@ -177,6 +177,8 @@ class RewardTransform(Transform):
         # like RewardSum's episode_reward), keeping reset and step outputs stackable.
         if self.parent is not None and GT_REWARD not in tensordict_reset.keys():
             tensordict_reset.set(GT_REWARD, self.parent.full_reward_spec[REWARD].zero())
+        if self.parent is not None and RAW_REWARD not in tensordict_reset.keys():
+            tensordict_reset.set(RAW_REWARD, self._raw_reward_spec().zero())
         return tensordict_reset
 
     def transform_reward_spec(self, reward_spec: Composite) -> Composite:
@@ -187,9 +189,15 @@ class RewardTransform(Transform):
         return reward_spec
 
     def transform_observation_spec(self, observation_spec: Composite) -> Composite:
-        # The env's reward stays visible as an observation-like entry (as RewardSum does).
+        # The env's reward and the raw model reward stay visible as observation-like entries
+        # (as RewardSum does).
         observation_spec[GT_REWARD] = self.parent.full_reward_spec[REWARD].clone()
+        observation_spec[RAW_REWARD] = self._raw_reward_spec()
         return observation_spec
+
+    def _raw_reward_spec(self) -> Unbounded:
+        env_spec = self.parent.full_reward_spec[REWARD]
+        return Unbounded(shape=env_spec.shape, dtype=torch.float32, device=env_spec.device)
 
     def extra_repr(self) -> str:
         return (
@@ -240,7 +248,7 @@ def _resolve_device(device: str | None) -> str:
     index = _local_rank() + int(relative.group(1))
     count = torch.cuda.device_count()
     if index >= count:
-        raise ValueError(
+        raise ConfigError(
             f"device={device!r} puts local rank {_local_rank()}'s reward model on cuda:{index}, "
             f"but this node has {count} GPU(s). Use a smaller offset or fewer ranks per node "
             "(--trainer.devices)."
@@ -301,7 +309,7 @@ class VLMReward(RewardTransform):
         self.baseline_prompts = _check_prompts(baseline_prompts, "baseline_prompts")
         self.negative_prompts = _check_prompts(negative_prompts, "negative_prompts")
         if int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be a positive integer.")
+            raise ConfigError(f"batch_size={batch_size} must be a positive integer.")
         self.batch_size = int(batch_size)
         self.backbone = VLMBackbone(model, pretrained, cache_dir, _resolve_device(device), dtype)
         self._register_prompts()
@@ -403,18 +411,18 @@ class CLIPReward(VLMReward):
     ) -> None:
         # Validate cheap arguments before loading a possibly huge model.
         if kind not in self.KINDS:
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__}: unknown kind={kind!r}; use one of {self.KINDS}."
             )
         if not (isinstance(alpha, int | float) and 0.0 <= alpha <= 1.0):
-            raise ValueError(
+            raise ConfigError(
                 f"alpha={alpha} is outside [0, 1]; 0 is the plain CLIP reward, 1 keeps only the "
                 "goal-baseline direction."
             )
         self.alpha = float(alpha)
         self.kind = kind
         if self._needs_baseline() and not list(baseline_prompts):
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__}(kind={kind!r}, alpha={alpha}) needs baseline_prompts, got "
                 "an empty list; give a sentence for the scene without the goal (the paper uses "
                 "e.g. 'a humanoid robot')."
@@ -436,7 +444,7 @@ class CLIPReward(VLMReward):
             env_weight,
         )
         if self._needs_baseline() and self.direction_norm() < ZERO_DIRECTION_TOLERANCE:
-            raise ValueError(
+            raise ConfigError(
                 f"Goal prompts {self.goal_prompts} and baseline prompts {self.baseline_prompts} "
                 f"give the same embedding under {self.backbone.name!r} (||g - b|| = "
                 f"{self.direction_norm():.2e}), so there is no goal direction; make the goal "
@@ -526,7 +534,7 @@ class SigLIPReward(CLIPReward):
             env_weight,
         )
         if kind == "sigmoid" and self.backbone.logit_bias is None:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.backbone.name!r} has no logit_bias, so it is not a SigLIP model and has no "
                 "calibrated sigmoid; use CLIPReward, or a SigLIP model such as "
                 "'hf-hub:timm/ViT-B-16-SigLIP'."
@@ -545,12 +553,17 @@ class SigLIPReward(CLIPReward):
 
 
 def _check_prompts(prompts: Sequence[str], name: str, required: bool = False) -> list[str]:
+    """``prompts`` as a list of sentences; one string is one prompt. Raise :class:`ConfigError`
+    naming ``name`` for an empty required list or an empty or non-string prompt."""
     if isinstance(prompts, str):
         prompts = [prompts]
     prompts = list(prompts)
     if required and not prompts:
-        raise ValueError(f"{name} is empty; give at least one sentence describing the goal.")
+        raise ConfigError(f"{name} is empty; give at least one sentence describing the goal.")
     for prompt in prompts:
         if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"{name} must be non-empty strings, got {prompt!r}.")
+            raise ConfigError(
+                f"{name} must be non-empty strings, got {prompt!r}; write a sentence such as "
+                "'a humanoid robot kneeling', or leave the prompt out."
+            )
     return prompts
