@@ -40,5 +40,6 @@ def test_quickstart_runs_offline_and_reports_its_run_directory(tmp_path):
     (run_dir,) = (tmp_path / "runs" / "quickstart").iterdir()
     assert f"run directory {Path('runs') / 'quickstart' / run_dir.name}" in result.stderr
     assert (run_dir / "videos" / "env_steps=400.mp4").is_file()
-    rows = [r for r in csv.DictReader((run_dir / "metrics.csv").open()) if r.get("val/success_rate")]
+    rows = csv.DictReader((run_dir / "metrics.csv").open())
+    rows = [r for r in rows if r.get("val/success_rate")]
     assert rows and 0.0 <= float(rows[-1]["val/success_rate"]) <= 1.0
