@@ -30,6 +30,8 @@ class DumpRankState(L.Callback):
             "first_actions": data.replay_buffer[:20]["action"].clone(),  # random phase
             "reward_statistics": data.reward.reward_statistics.state_dict(),
             "local_batch_size": data.local_batch_size,
+            "raw_rewards": data.replay_buffer[:]["next", "raw_reward"].clone(),
+            "gt_rewards": data.replay_buffer[:]["next", "gt_reward"].clone(),
         }
         out = Path(trainer.default_root_dir) / f"rank{trainer.global_rank}.pt"
         torch.save(state, out)
@@ -125,10 +127,11 @@ def test_two_cpu_ranks_train_one_policy_with_distinct_envs(tmp_path):
     assert last["RLDataModule"]["env_steps"] == 240
     assert last["RLDataModule"]["world_size"] == 2
 
-    # Resume with the same two ranks and a larger budget: the run continues in place.
+    # Resume with the same two ranks, a larger budget and a changed reward scale: the run
+    # continues in place, and each rank relabels its own buffer (from the stored env reward).
     command = [
         sys.executable, "-m", "vlmrm.cli", *fit_arguments(tmp_path, 640), "--trainer.devices", "2",
-        "--ckpt_path", "last",
+        "--ckpt_path", "last", "--data.reward.init_args.scale", "2.0",
     ]  # fmt: skip
     result = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
@@ -138,6 +141,10 @@ def test_two_cpu_ranks_train_one_policy_with_distinct_envs(tmp_path):
     resumed = torch.load(run_dir / "rank1.pt", weights_only=False)
     assert resumed["env_steps"] == 320 and resumed["global_env_steps"] == 640
     assert resumed["updates"] == 40 + 20  # 160 more global steps at 0.125
+    for rank in (0, 1):
+        state = torch.load(run_dir / f"rank{rank}.pt", weights_only=False)
+        assert len(state["raw_rewards"]) == 320
+        assert torch.equal(state["raw_rewards"], 2.0 * state["gt_rewards"]), rank
 
     # The two-rank checkpoint evaluates on one device (`vlmrm validate`), at its global step.
     validate = [

@@ -27,6 +27,9 @@ commands:
   validate  evaluate a trained agent: vlmrm validate --config ... --ckpt_path ...
   score     score images, folders or videos against goal and baseline prompts
             (vlmrm score --help)
+  compare-rewards
+            reward a run's stored transitions with other prompts, alpha or kind, from
+            the stored image embeddings (vlmrm compare-rewards RUN_DIR --alpha 0 0.5 1)
 
 A mistake in a config, option or input file is reported in one line (exit status 2);
 {DEBUG_FLAG} (or {DEBUG_VARIABLE}=1) adds the traceback.
@@ -49,6 +52,10 @@ def _run(command: str, rest: list[str], argv: Sequence[str] | None) -> int:
         from vlmrm.score import main as score_main
 
         return score_main(rest)
+    if command == "compare-rewards":
+        from vlmrm.reward_comparison import main as compare_main
+
+        return compare_main(rest)
     # Imported here: `vlmrm score` should not pay for importing Lightning and TorchRL.
     from vlmrm.training_cli import run_training_cli
 
@@ -71,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
-    if command not in ("fit", "validate", "score"):
+    if command not in ("fit", "validate", "score", "compare-rewards"):
         print(f"vlmrm: error: unknown command {command!r}.\n\n{USAGE}", file=sys.stderr)
         return 2
     saved = os.environ.get(DEBUG_VARIABLE)

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -31,6 +31,7 @@ from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers.samplers import RandomSampler
 
+from vlmrm.callbacks.media_logging import log_metrics
 from vlmrm.envs import EnvConfig, make_env
 from vlmrm.errors import CheckpointError, ConfigError
 from vlmrm.interrupts import deferred_interrupts
@@ -38,6 +39,7 @@ from vlmrm.keys import (
     ACTION,
     DONE,
     GT_REWARD,
+    IMAGE_EMBEDDING,
     NEXT,
     OBSERVATION,
     PIXELS,
@@ -47,7 +49,8 @@ from vlmrm.keys import (
     SUCCESS,
     TERMINATED,
 )
-from vlmrm.rewards import GroundTruthReward, RewardTransform
+from vlmrm.relabel import RewardSchedule, describe_change, relabel_buffer
+from vlmrm.rewards import GroundTruthReward, RewardTransform, VLMReward
 
 __all__ = ["EpisodeTracker", "RLDataModule"]
 
@@ -146,6 +149,7 @@ class _CollectStream(IterableDataset):
             # Not cleared here: Lightning asks for the next batch before training on this one.
             yield dm.minibatches(dm.pending_index)
         while dm.global_env_steps < dm.total_frames:
+            dm.advance_reward_schedule()
             dm.collect_once()
             if dm.global_env_steps < dm.learning_starts or len(dm.replay_buffer) == 0:
                 continue
@@ -240,6 +244,18 @@ class RLDataModule(L.LightningDataModule):
             (periodic ``env_steps=N.ckpt`` and ``best.ckpt`` are kept small): the buffer
             starts empty and is refilled with ``learning_starts`` env steps of the current
             policy before updates resume. Without it, such a resume is refused.
+        store_embeddings: keep each transition's normalised image embedding (float16,
+            ``D`` x 2 bytes) in the replay buffer, so that a change of prompts, alpha, kind or
+            shaping relabels the stored rewards without rendering; ``None``: on for VLM
+            rewards.
+        on_reward_change: when resuming with a reward that differs from the checkpoint's
+            (its fingerprint: model, prompts, alpha, kind, scale, offset, weights):
+            ``"relabel"`` recomputes every stored reward from the stored embeddings (or, for
+            the ground-truth reward, from the stored env reward); ``"keep"`` keeps the stored
+            rewards as they are.
+        reward_schedule: changes of the reward's arguments at env-step counts, e.g.
+            ``[{at_env_steps: 2000000, goal_prompts: [...]}, {at_env_steps: 4000000,
+            alpha: 0.5}]``; the buffer is relabelled at each change.
     """
 
     def __init__(
@@ -256,6 +272,9 @@ class RLDataModule(L.LightningDataModule):
         batch_size: int = 256,
         updates_per_step: float = 1.0,
         resume_without_buffer: bool = False,
+        store_embeddings: bool | None = None,
+        on_reward_change: Literal["relabel", "keep"] = "relabel",
+        reward_schedule: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -271,6 +290,11 @@ class RLDataModule(L.LightningDataModule):
             raise ConfigError(f"data.learning_starts={learning_starts!r} must be an integer >= 0.")
         if learning_starts < 0:
             raise ConfigError(f"data.learning_starts={learning_starts} must be >= 0.")
+        if total_frames <= learning_starts:
+            raise ConfigError(
+                f"data.total_frames={total_frames} must exceed data.learning_starts="
+                f"{learning_starts}: the run would end before its first SAC update."
+            )
         if not updates_per_step > 0:
             raise ConfigError(
                 f"data.updates_per_step={updates_per_step!r} must be > 0 (e.g. 1.0: one SAC "
@@ -289,8 +313,29 @@ class RLDataModule(L.LightningDataModule):
                 "scores rendered frames. Set data.env.render=true, or use "
                 "vlmrm.rewards.GroundTruthReward."
             )
+        if store_embeddings is None:
+            store_embeddings = isinstance(reward, VLMReward)
+        if store_embeddings and not isinstance(reward, VLMReward):
+            raise ConfigError(
+                f"data.store_embeddings=true, but data.reward is a {type(reward).__name__}, "
+                "which embeds no frames; set data.store_embeddings to false or null."
+            )
+        if on_reward_change not in ("relabel", "keep"):
+            raise ConfigError(
+                f"data.on_reward_change={on_reward_change!r}: use 'relabel' (recompute the stored "
+                "rewards) or 'keep' (leave them as they are)."
+            )
         self.env_config = env
         self.reward = reward
+        self.store_embeddings = bool(store_embeddings)
+        reward.emit_embeddings = self.store_embeddings
+        self.transition_keys = TRANSITION_KEYS + (
+            [(NEXT, IMAGE_EMBEDDING)] if self.store_embeddings else []
+        )
+        self.on_reward_change = on_reward_change
+        self.reward_schedule = RewardSchedule(reward_schedule)
+        self.reward_schedule.check(reward)
+        self.reward_phase = 0  # the schedule's phase in force (0: the reward as configured)
         self.num_envs = num_envs
         self.parallel = parallel
         self.seed = seed
@@ -350,10 +395,12 @@ class RLDataModule(L.LightningDataModule):
             fake.set((NEXT, RAW_REWARD), env_reward.float())
             fake.set((NEXT, GT_REWARD), env_reward)
             stored = fake.select(*TRANSITION_KEYS, strict=False)
-            self.transition_bytes = sum(
+            self.state_bytes = sum(
                 value.element_size() * value.numel()
                 for value in stored.values(include_nested=True, leaves_only=True)
             )
+            self.embedding_bytes = 2 * self.reward.embedding_dim if self.store_embeddings else 0
+            self.transition_bytes = self.state_bytes + self.embedding_bytes
         finally:
             env.close()
 
@@ -401,6 +448,18 @@ class RLDataModule(L.LightningDataModule):
                 return summed.to(tensor.device)
 
             self.reward.statistics_all_reduce = all_reduce
+        if stage == "fit" and rank == 0:
+            embedding = (
+                f" + {self.embedding_bytes:,} B image embedding (float16, for relabelling)"
+                if self.store_embeddings
+                else ""
+            )
+            rank_zero_info(
+                f"vlmrm: replay buffer: {self.transition_bytes:,} B per transition "
+                f"({self.state_bytes:,} B state{embedding}); "
+                f"{self.transition_bytes * self.buffer_size / 1e9:.3g} GB of RAM for "
+                f"data.buffer_size={self.buffer_size:,} (per rank)"
+            )
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
@@ -471,6 +530,9 @@ class RLDataModule(L.LightningDataModule):
             "update_credit": self.update_credit,
             "refill_steps": self.refill_steps,
             "pending_index": self.pending_index if with_buffer else None,
+            "reward_fingerprint": self.reward.fingerprint(),
+            "embedding_fingerprint": self.reward.embedding_fingerprint(),
+            "reward_phase": self.reward_phase,
             # Written straight from the storage's tensors (no copy is made for the file).
             **({"replay_buffer": self.replay_buffer.state_dict()} if with_buffer else {}),
             "reward": self.reward.state_dict(),
@@ -490,6 +552,7 @@ class RLDataModule(L.LightningDataModule):
             self._check_environment(state_dict)
             global_env_steps = int(state_dict["env_steps"]) * saved_world
             self.env_steps = global_env_steps // self.world_size
+            self._enter_phase(self.reward_schedule.phase_at(global_env_steps))
             self.reward.load_state_dict(state_dict["reward"])
             return
         if saved_world != self.world_size:
@@ -523,6 +586,8 @@ class RLDataModule(L.LightningDataModule):
                 f"{state_dict['episode_sums'].shape[1]} envs; resume with the same num_envs."
             )
         self.env_steps = int(state_dict["env_steps"])
+        # The schedule's phase of the restored step, then the stored statistics.
+        self._enter_phase(self.reward_schedule.phase_at(self.global_env_steps))
         self.reward.load_state_dict(state_dict["reward"])
         _set_rng_states(state_dict["rng"])
         # (Episode sums are not restored: the resumed envs start new episodes.)
@@ -531,6 +596,9 @@ class RLDataModule(L.LightningDataModule):
             self.refill_steps = int(state_dict.get("refill_steps", 0))
             self.pending_index = state_dict["pending_index"]
             self.replay_buffer.load_state_dict(state_dict["replay_buffer"])
+            saved = state_dict.get("reward_fingerprint")
+            if saved is not None and saved != self.reward.fingerprint():
+                self._reward_changed_since(saved, state_dict.get("embedding_fingerprint"))
         else:
             self.update_credit = 0.0
             self.pending_index = None
@@ -558,6 +626,67 @@ class RLDataModule(L.LightningDataModule):
                 f"The checkpoint comes from a different environment ({details}). Resume with "
                 "the config the run was started with (its run directory holds config.yaml), or "
                 "start a new run without --ckpt_path."
+            )
+
+    # --- reward changes --------------------------------------------------------------------
+
+    def _enter_phase(self, phase: int) -> None:
+        """Apply the reward schedule's changes up to ``phase`` (from the current phase on)."""
+        for number in range(self.reward_phase + 1, phase + 1):
+            self.reward.apply_changes(self.reward_schedule.changes(number))
+        self.reward_phase = max(self.reward_phase, phase)
+
+    def advance_reward_schedule(self) -> None:
+        """At a scheduled env step, change the reward and relabel the buffer (every rank at the
+        same collection: the global step count is the same on all)."""
+        phase = self.reward_schedule.phase_at(self.global_env_steps)
+        if phase == self.reward_phase:
+            return
+        with deferred_interrupts():
+            before = self.reward.fingerprint()
+            self._enter_phase(phase)
+            self._relabel(before, f"reward schedule phase {phase}")
+
+    def _reward_changed_since(
+        self, saved: dict[str, Any], saved_embedding: dict[str, Any] | None
+    ) -> None:
+        """The resumed run's reward differs from the one that labelled the buffer."""
+        change = describe_change(saved, self.reward.fingerprint())
+        if self.on_reward_change == "keep":
+            rank_zero_info(
+                f"vlmrm: the reward changed since the checkpoint ({change}); keeping the stored "
+                "rewards (data.on_reward_change=keep)."
+            )
+            return
+        current_embedding = self.reward.embedding_fingerprint()
+        if saved_embedding != current_embedding:
+            raise CheckpointError(
+                f"The reward changed since the checkpoint ({change}), and the stored data "
+                f"were embedded by {saved_embedding} while this run's reward uses "
+                f"{current_embedding}, so the stored rewards cannot be recomputed. Keep them "
+                "(--data.on_reward_change keep) or start a new run without --ckpt_path."
+            )
+        self._relabel(saved, "resumed with a changed reward")
+
+    def _relabel(self, before: dict[str, Any], why: str) -> None:
+        report = relabel_buffer(
+            self.replay_buffer, self.reward, all_reduce=self.reward.statistics_all_reduce
+        )
+        change = describe_change(before, self.reward.fingerprint())
+        rank_zero_info(
+            f"vlmrm: {why} at {self.global_env_steps:,} env steps ({change}): relabelled "
+            f"{report.transitions:,} stored transitions per rank in {report.seconds:.2f} s"
+        )
+        trainer = self.trainer
+        if trainer is not None and trainer.is_global_zero:
+            log_metrics(
+                trainer,
+                {
+                    "reward/phase": float(self.reward_phase),
+                    "reward/relabelled_transitions": float(report.transitions),
+                    "reward/relabel_seconds": report.seconds,
+                },
+                self.global_env_steps,
             )
 
     # --- collection --------------------------------------------------------------------------
@@ -617,7 +746,8 @@ class RLDataModule(L.LightningDataModule):
             self.reward(batch)  # once per batch: every frame in a few large forward passes
             reward_s = time.perf_counter() - start
             batch = batch.exclude(PIXELS, (NEXT, PIXELS))
-            self.replay_buffer.extend(batch.select(*TRANSITION_KEYS, strict=False).reshape(-1))
+            stored = batch.select(*self.transition_keys, strict=False)
+            self.replay_buffer.extend(stored.reshape(-1))
             # Updates are owed only for the steps past learning_starts (as in SB3), counted on
             # this rank's share of the global step count; updates_per_step is per global step,
             # and every rank owes the same number, since all ranks collect alike.

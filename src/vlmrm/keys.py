@@ -13,6 +13,8 @@ A collected batch looks like this (``N`` envs, ``T`` steps, frames ``H x W``)::
                                               env-reward mixing (after scale and offset): what the
                                               replay buffer stores, on a scale that never drifts
     ("next", "gt_reward")    [N, T, 1]        the environment's own reward, kept for evaluation
+    ("next", "image_embedding") [N, T, D] float16 normalised image embedding of the frame the
+                                              VLM scored (stored for relabelling; optional)
     ("next", "success")      [N, T, 1]        bool, where the task defines success
     ("next", "progress")     [N, T, 1]        float: the task's progress variable (pole angle,
                                               car position, torso height) for plots
@@ -25,6 +27,7 @@ __all__ = [
     "ACTION",
     "DONE",
     "GT_REWARD",
+    "IMAGE_EMBEDDING",
     "NEXT",
     "OBSERVATION",
     "PIXELS",
@@ -42,6 +45,7 @@ ACTION = "action"
 NEXT = "next"
 REWARD = "reward"
 RAW_REWARD = "raw_reward"
+IMAGE_EMBEDDING = "image_embedding"
 GT_REWARD = "gt_reward"
 SUCCESS = "success"
 PROGRESS = "progress"

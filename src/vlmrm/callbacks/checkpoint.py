@@ -95,6 +95,7 @@ class EnvStepCheckpoint(ModelCheckpoint):
         )
         self.every_n_env_steps = every_n_env_steps
         self.saved_at_env_steps = 0  # env steps of the newest periodic save (0: none yet)
+        self._last_env_steps_saved: tuple[int, int] | None = None  # (env steps, updates)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -122,6 +123,17 @@ class EnvStepCheckpoint(ModelCheckpoint):
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def _should_skip_saving_checkpoint(self, trainer: L.Trainer) -> bool:
+        # Lightning skips a save when no optimiser step happened since the last one; here the
+        # schedule is in env steps, and env steps (the random phase, a low update ratio) can
+        # advance without any update: skip only when nothing at all changed.
+        return (
+            bool(trainer.fast_dev_run)
+            or trainer.state.fn != "fit"
+            or trainer.sanity_checking
+            or self._last_env_steps_saved == (_env_steps(trainer), trainer.global_step)
+        )
+
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         # Only last.ckpt carries the replay buffer (gigabytes for long runs); the others are
         # kept for evaluation and comparison, and a run of 10M steps would otherwise write
@@ -130,9 +142,10 @@ class EnvStepCheckpoint(ModelCheckpoint):
         data = trainer.datamodule
         if is_last or not hasattr(data, "checkpoints_without_buffer"):
             super()._save_checkpoint(trainer, filepath)
-            return
-        with data.checkpoints_without_buffer():
-            super()._save_checkpoint(trainer, filepath)
+        else:
+            with data.checkpoints_without_buffer():
+                super()._save_checkpoint(trainer, filepath)
+        self._last_env_steps_saved = (_env_steps(trainer), trainer.global_step)
 
     def _monitor_candidates(self, trainer: L.Trainer) -> dict[str, torch.Tensor]:
         candidates = super()._monitor_candidates(trainer)

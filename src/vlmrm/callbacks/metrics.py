@@ -92,6 +92,12 @@ class TrainMetrics(L.Callback):
                 "time/env_steps_per_s": latest["collect_steps_per_s"],
                 "time/reward_frames_per_s": latest["reward_frames_per_s"],
                 "time/updates_per_s": updates / elapsed,
+                # The reward schedule's phase (data.reward_schedule), as a step curve.
+                **(
+                    {"reward/phase": float(datamodule.reward_phase)}
+                    if len(getattr(datamodule, "reward_schedule", ()))
+                    else {}
+                ),
             },
             on_step=True,
             prog_bar=False,

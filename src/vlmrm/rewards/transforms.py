@@ -18,15 +18,15 @@ import math
 import os
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from tensordict import TensorDictBase
 from torchrl.data import Composite, Unbounded
 from torchrl.envs.transforms import Transform
 
-from vlmrm.errors import ConfigError
-from vlmrm.keys import GT_REWARD, NEXT, PIXELS, RAW_REWARD, REWARD
+from vlmrm.errors import CheckpointError, ConfigError
+from vlmrm.keys import GT_REWARD, IMAGE_EMBEDDING, NEXT, PIXELS, RAW_REWARD, REWARD
 from vlmrm.rewards.backbone import VLMBackbone
 from vlmrm.rewards.formulas import (
     ZERO_DIRECTION_TOLERANCE,
@@ -79,26 +79,85 @@ class RewardTransform(Transform):
         env_weight: float = 0.0,
     ) -> None:
         super().__init__(in_keys=[PIXELS], out_keys=[REWARD])
-        for name, value in (
-            ("scale", scale),
-            ("offset", offset),
-            ("vlm_weight", vlm_weight),
-            ("env_weight", env_weight),
-        ):
-            if not math.isfinite(value):
-                raise ConfigError(f"{type(self).__name__}: {name}={value} must be a finite number.")
         self.scale = scale
         self.offset = offset
         self.standardize = standardize
         self.vlm_weight = vlm_weight
         self.env_weight = env_weight
+        RewardTransform._check_arguments(self)  # subclasses check theirs once they are built
         self.reward_statistics = RunningMeanStd()
         # Set by the data module under DDP: sums a tensor over ranks (see update_statistics).
         self.statistics_all_reduce = None
+        # Set by the data module to keep image embeddings for relabelling (VLM rewards).
+        self.emit_embeddings = False
+
+    # Attributes whose values change the reward (not standardisation, applied at sample
+    # time): a change of any of them makes stored rewards stale. Subclasses extend the tuple
+    # with their own arguments.
+    FINGERPRINT_FIELDS: tuple[str, ...] = ("scale", "offset", "vlm_weight", "env_weight")
+    # Of those, the ones that may change during a run (reward schedules, resume overrides)
+    # without rebuilding the model.
+    CHANGEABLE_FIELDS: tuple[str, ...] = ("scale", "offset", "vlm_weight", "env_weight")
 
     def compute_reward(self, steps: TensorDictBase) -> torch.Tensor:
         """Raw rewards ``[M]`` (float32) for a flat TensorDict of ``M`` next-step entries."""
         raise NotImplementedError
+
+    def compute_reward_and_embeddings(
+        self, steps: TensorDictBase
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`compute_reward` ``[M]`` and, when this reward keeps them
+        (``emit_embeddings``), what its reward is computed from: image embeddings ``[M, D]``
+        float16. ``None`` otherwise."""
+        return self.compute_reward(steps), None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that determines the raw reward of a stored transition: the class and
+        the values of :attr:`FINGERPRINT_FIELDS` (plain data, saved in checkpoints)."""
+        cls = type(self)
+        values = {name: _plain(getattr(self, name)) for name in self.FINGERPRINT_FIELDS}
+        return {"class": f"{cls.__module__}.{cls.__qualname__}", **values}
+
+    def embedding_fingerprint(self) -> dict[str, Any] | None:
+        """What the stored embeddings depend on (the VLM and its weights); ``None`` when this
+        reward stores none."""
+        return None
+
+    def relabel(self, stored: TensorDictBase) -> torch.Tensor:
+        """Raw rewards ``[M]`` of ``M`` stored transitions (their ``"next"`` entries, as the
+        replay buffer keeps them), recomputed from what was stored, without rendering.
+
+        Raises :class:`~vlmrm.errors.CheckpointError` when this reward cannot be recomputed
+        from the stored data."""
+        raise CheckpointError(
+            f"{type(self).__name__} cannot recompute rewards from stored transitions; keep the "
+            "stored rewards (--data.on_reward_change keep) or start a new run."
+        )
+
+    def apply_changes(self, changes: dict[str, Any]) -> None:
+        """Change arguments of :attr:`CHANGEABLE_FIELDS` in place (a reward schedule's phase,
+        or a resume with different arguments), checking them as the constructor does."""
+        unknown = sorted(set(changes) - set(self.CHANGEABLE_FIELDS))
+        if unknown:
+            raise ConfigError(
+                f"{type(self).__name__} cannot change {unknown} during a run; changeable: "
+                f"{list(self.CHANGEABLE_FIELDS)} (a different model needs a new run)."
+            )
+        for name, value in changes.items():
+            setattr(self, name, value)
+        self._after_changes(set(changes))
+        self._check_arguments()
+
+    def _after_changes(self, changed: set[str]) -> None:
+        """Recompute what depends on the changed arguments (prompt embeddings, ...)."""
+
+    def _check_arguments(self) -> None:
+        for name in ("scale", "offset", "vlm_weight", "env_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{type(self).__name__}: {name}={value!r} must be a number.")
+            if not math.isfinite(value):
+                raise ConfigError(f"{type(self).__name__}: {name}={value} must be a finite number.")
 
     def raw_reward(self, model_output: torch.Tensor) -> torch.Tensor:
         """``scale * model_output + offset`` ``[M]``: the reward before standardisation and
@@ -150,7 +209,8 @@ class RewardTransform(Transform):
         env_reward = next_tensordict.get(REWARD, None)
         steps = next_tensordict.reshape(-1) if len(batch_shape) != 1 else next_tensordict
         flat_env_reward = None if env_reward is None else env_reward.reshape(steps.numel())
-        raw_reward = self.raw_reward(self.compute_reward(steps).float())
+        model_output, embeddings = self.compute_reward_and_embeddings(steps)
+        raw_reward = self.raw_reward(model_output.float())
         self.update_statistics(raw_reward)
         reward = self.final_reward(raw_reward, flat_env_reward)
         device = env_reward.device if env_reward is not None else next_tensordict.device
@@ -158,6 +218,8 @@ class RewardTransform(Transform):
         if env_reward is not None and GT_REWARD not in next_tensordict.keys():
             next_tensordict.set(GT_REWARD, env_reward)
         next_tensordict.set(RAW_REWARD, raw_reward.reshape(*batch_shape, 1).to(device))
+        if embeddings is not None:
+            next_tensordict.set(IMAGE_EMBEDDING, embeddings.reshape(*batch_shape, -1).to(device))
         next_tensordict.set(REWARD, reward.reshape(*batch_shape, 1).to(device))
         return next_tensordict
 
@@ -218,6 +280,10 @@ class GroundTruthReward(RewardTransform):
         if env_reward is None:
             raise KeyError(f"{type(self).__name__}: the data has no environment reward {REWARD!r}.")
         return env_reward.reshape(steps.numel()).float()
+
+    def relabel(self, stored: TensorDictBase) -> torch.Tensor:
+        # The env's reward is stored as gt_reward: scale and offset apply to it anew.
+        return self.raw_reward(stored.get(GT_REWARD).reshape(stored.numel()).float())
 
     def final_reward(
         self, raw_reward: torch.Tensor, env_reward: torch.Tensor | None
@@ -287,6 +353,21 @@ class VLMReward(RewardTransform):
         scale, offset, standardize, vlm_weight, env_weight: see :class:`RewardTransform`.
     """
 
+    FINGERPRINT_FIELDS = (
+        *RewardTransform.FINGERPRINT_FIELDS,
+        "model_name",
+        "pretrained",
+        "goal_prompts",
+        "baseline_prompts",
+        "negative_prompts",
+    )
+    CHANGEABLE_FIELDS = (
+        *RewardTransform.CHANGEABLE_FIELDS,
+        "goal_prompts",
+        "baseline_prompts",
+        "negative_prompts",
+    )
+
     def __init__(
         self,
         model: str,
@@ -311,8 +392,29 @@ class VLMReward(RewardTransform):
         if int(batch_size) != batch_size or batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be a positive integer.")
         self.batch_size = int(batch_size)
+        self.model_name = model
+        self.pretrained = pretrained
         self.backbone = VLMBackbone(model, pretrained, cache_dir, _resolve_device(device), dtype)
         self._register_prompts()
+
+    @property
+    def embedding_dim(self) -> int:
+        """``D``, the width of the image and prompt embeddings."""
+        return int(self.goal_embedding.shape[-1])
+
+    def embedding_fingerprint(self) -> dict[str, Any]:
+        return {"model": self.model_name, "pretrained": self.pretrained}
+
+    def apply_changes(self, changes: dict[str, Any]) -> None:
+        changes = dict(changes)
+        for name in ("goal_prompts", "baseline_prompts", "negative_prompts"):
+            if name in changes:
+                changes[name] = _check_prompts(changes[name], name, name == "goal_prompts")
+        super().apply_changes(changes)
+
+    def _after_changes(self, changed: set[str]) -> None:
+        if changed & {"goal_prompts", "baseline_prompts", "negative_prompts"}:
+            self._register_prompts()  # the same model embeds the new sentences
 
     def _register_prompts(self) -> None:
         embed = self.backbone.embed_prompts
@@ -348,13 +450,43 @@ class VLMReward(RewardTransform):
         )
 
     def compute_reward(self, steps: TensorDictBase) -> torch.Tensor:
+        return self.rewards_for_frames(self._frames(steps))
+
+    def compute_reward_and_embeddings(
+        self, steps: TensorDictBase
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not self.emit_embeddings:
+            return self.compute_reward(steps), None
+        frames = self._frames(steps)
+        to_channels_first(frames)  # validates dtype and shape with a clear message
+        with torch.inference_mode():
+            embeddings = self.backbone.embed_frames_chunked(frames, self.batch_size)
+            rewards = self.reward_from_embeddings(embeddings)
+        # float16 keeps normalised embeddings to about 1e-3, at half the bytes of float32.
+        return rewards.clone(), embeddings.to(torch.float16)
+
+    def relabel(self, stored: TensorDictBase) -> torch.Tensor:
+        embeddings = stored.get(IMAGE_EMBEDDING, None)
+        if embeddings is None:
+            raise CheckpointError(
+                "The replay buffer holds no image embeddings, so its rewards cannot be "
+                "recomputed; keep the stored rewards (--data.on_reward_change keep) or start a "
+                "new run (with data.store_embeddings true to allow relabelling later)."
+            )
+        device = self.goal_embedding.device
+        flat = embeddings.reshape(-1, embeddings.shape[-1]).to(device, torch.float32)
+        with torch.inference_mode():
+            rewards = self.reward_from_embeddings(flat)
+        return self.raw_reward(rewards.float().cpu().clone())
+
+    def _frames(self, steps: TensorDictBase) -> torch.Tensor:
         frames = steps.get(PIXELS, None)
         if frames is None:
             raise KeyError(
                 f"{type(self).__name__}: the data has no {PIXELS!r} entry to score; the "
                 "environment must render frames (uint8 [H, W, 3])."
             )
-        return self.rewards_for_frames(frames)
+        return frames
 
     def rewards_for_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Raw (unshaped) rewards ``[B]`` for uint8 frames ``[B, H, W, 3]`` or ``[B, 3, H, W]``."""
@@ -389,6 +521,8 @@ class CLIPReward(VLMReward):
     """
 
     KINDS: tuple[str, ...] = ("projection", "baseline_subtracted", "softmax")
+    FINGERPRINT_FIELDS = (*VLMReward.FINGERPRINT_FIELDS, "alpha", "kind")
+    CHANGEABLE_FIELDS = (*VLMReward.CHANGEABLE_FIELDS, "alpha", "kind")
 
     def __init__(
         self,
@@ -410,23 +544,9 @@ class CLIPReward(VLMReward):
         env_weight: float = 0.0,
     ) -> None:
         # Validate cheap arguments before loading a possibly huge model.
-        if kind not in self.KINDS:
-            raise ConfigError(
-                f"{type(self).__name__}: unknown kind={kind!r}; use one of {self.KINDS}."
-            )
-        if not (isinstance(alpha, int | float) and 0.0 <= alpha <= 1.0):
-            raise ConfigError(
-                f"alpha={alpha} is outside [0, 1]; 0 is the plain CLIP reward, 1 keeps only the "
-                "goal-baseline direction."
-            )
+        self.alpha, self.kind = alpha, kind
+        self._check_formula(list(baseline_prompts))
         self.alpha = float(alpha)
-        self.kind = kind
-        if self._needs_baseline() and not list(baseline_prompts):
-            raise ConfigError(
-                f"{type(self).__name__}(kind={kind!r}, alpha={alpha}) needs baseline_prompts, got "
-                "an empty list; give a sentence for the scene without the goal (the paper uses "
-                "e.g. 'a humanoid robot')."
-            )
         super().__init__(
             model,
             goal_prompts,
@@ -443,6 +563,31 @@ class CLIPReward(VLMReward):
             vlm_weight,
             env_weight,
         )
+        self._check_arguments()
+
+    def _check_formula(self, baseline_prompts: list[str]) -> None:
+        """The kind, alpha and the baseline they need (cheap: before the model loads)."""
+        kind, alpha = self.kind, self.alpha
+        if kind not in self.KINDS:
+            raise ConfigError(
+                f"{type(self).__name__}: unknown kind={kind!r}; use one of {self.KINDS}."
+            )
+        if isinstance(alpha, bool) or not (isinstance(alpha, int | float) and 0 <= alpha <= 1):
+            raise ConfigError(
+                f"alpha={alpha} is outside [0, 1]; 0 is the plain CLIP reward, 1 keeps only the "
+                "goal-baseline direction."
+            )
+        if self._needs_baseline() and not baseline_prompts:
+            raise ConfigError(
+                f"{type(self).__name__}(kind={kind!r}, alpha={alpha}) needs baseline_prompts, got "
+                "an empty list; give a sentence for the scene without the goal (the paper uses "
+                "e.g. 'a humanoid robot')."
+            )
+
+    def _check_arguments(self) -> None:
+        super()._check_arguments()
+        self._check_formula(self.baseline_prompts)
+        self.alpha = float(self.alpha)
         if self._needs_baseline() and self.direction_norm() < ZERO_DIRECTION_TOLERANCE:
             raise ConfigError(
                 f"Goal prompts {self.goal_prompts} and baseline prompts {self.baseline_prompts} "
@@ -533,7 +678,10 @@ class SigLIPReward(CLIPReward):
             vlm_weight,
             env_weight,
         )
-        if kind == "sigmoid" and self.backbone.logit_bias is None:
+
+    def _check_arguments(self) -> None:
+        super()._check_arguments()
+        if self.kind == "sigmoid" and self.backbone.logit_bias is None:
             raise ConfigError(
                 f"{self.backbone.name!r} has no logit_bias, so it is not a SigLIP model and has no "
                 "calibrated sigmoid; use CLIPReward, or a SigLIP model such as "
@@ -550,6 +698,11 @@ class SigLIPReward(CLIPReward):
             self.backbone.logit_scale,
             self.backbone.logit_bias,
         )
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists (YAML gives lists, Python defaults tuples): fingerprints compare equal."""
+    return list(value) if isinstance(value, tuple | list) else value
 
 
 def _check_prompts(prompts: Sequence[str], name: str, required: bool = False) -> list[str]:
