@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import os
 import shutil
 import subprocess
@@ -76,21 +77,31 @@ def disk_table() -> None:
     module = humanoid_sac(data)
     print("## Disk: configs/kneeling.yaml, 10M env steps, every 128,000, save_top_k -1")
     print()
-    print(f"transition (state only, no pixels): {data.transition_bytes:,} B")
+    print(
+        f"transition: {data.transition_bytes:,} B of state (no pixels), "
+        f"{data.transition_bytes + 2 * 1280:,} B with the ViT-bigG-14 embedding (float16)"
+    )
     print()
     print(
-        "| ranks | last.ckpt | small checkpoint | periodic files | kept at the end | "
+        "| ranks | bytes per transition | last.ckpt | small checkpoint | periodic files | "
+        "kept at the end | "
         "peak while writing | before (every file with the buffer) |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for world_size in (1, 4):
+    print("|---|---|---|---|---|---|---|---|")
+    state_only = data.transition_bytes
+    # The shipped humanoid configs store each frame's ViT-bigG-14 embedding for relabelling.
+    with_embeddings = state_only + 2 * 1280
+    for world_size, data.transition_bytes in itertools.product(
+        (1, 4), (state_only, with_embeddings)
+    ):
         estimate = DiskEstimate.for_run(data, module, 128_000, -1, world_size)
         # Before this change every periodic file, best.ckpt and last.ckpt held rank 0's buffer.
         before = (estimate.periodic_files + 2) * estimate.last_bytes + estimate.buffer_bytes * (
             world_size - 1
         ) * 2
         print(
-            f"| {world_size} | {_size(estimate.last_bytes)} | {_size(estimate.small_bytes)} | "
+            f"| {world_size} | {data.transition_bytes:,} | {_size(estimate.last_bytes)} | "
+            f"{_size(estimate.small_bytes)} | "
             f"{estimate.periodic_files} | {_size(estimate.total_bytes)} | "
             f"{_size(estimate.needed_bytes)} | {_size(before)} |"
         )

@@ -499,13 +499,16 @@ class RLDataModule(L.LightningDataModule):
             # and weights equal rank 0's; only their buffers differ.
             if rank != 0 and self.buffer_in_checkpoint:
                 path = self._rank_state_path(rank, self.env_steps)
-                _atomic_save(state, path)
-                # Keep this rank's two newest states (the last and the one before it).
-                older = sorted(
+                # The newest existing part belongs to the last.ckpt on disk until rank 0 has
+                # replaced it with this save's: keep it, delete the older ones (every save
+                # ends with a barrier, so they belong to no checkpoint any more).
+                existing = sorted(
                     path.parent.glob(f"rank{rank}-*.pt"), key=lambda f: f.stat().st_mtime
                 )
-                for stale in older[:-2]:
-                    stale.unlink(missing_ok=True)
+                for stale in existing[:-1]:
+                    if stale != path:
+                        stale.unlink(missing_ok=True)
+                _atomic_save(state, path)
         return state
 
     def _rank_state_path(self, rank: int, env_steps: int) -> Path:

@@ -194,8 +194,8 @@ class EnvStepCheckpoint(ModelCheckpoint):
 @dataclass
 class DiskEstimate:
     """Checkpoint disk use of a run: ``last.ckpt`` (weights, optimisers and the replay buffer
-    of rank 0), the small periodic files and ``best.ckpt``, every other rank's buffer (its
-    two newest parts), and room for a second copy of ``last.ckpt`` while it is replaced."""
+    of rank 0), the small periodic files and ``best.ckpt``, every other rank's buffer part,
+    and room for second copies of ``last.ckpt`` and the parts while they are replaced."""
 
     small_bytes: int  # one small checkpoint: weights, optimiser states, counters
     buffer_bytes: int  # one rank's full replay buffer
@@ -237,18 +237,19 @@ class DiskEstimate:
 
     @property
     def total_bytes(self) -> int:
-        """Everything kept at the end of the run."""
-        others = (self.world_size - 1) * 2 * self.buffer_bytes
+        """Everything kept at the end of the run (one buffer part per other rank)."""
+        others = (self.world_size - 1) * self.buffer_bytes
         return self.last_bytes + (self.periodic_files + 1) * self.small_bytes + others
 
     @property
     def needed_bytes(self) -> int:
-        """Peak: the kept files plus the temporary copy of ``last.ckpt`` being written."""
-        return self.total_bytes + self.last_bytes
+        """Peak, while a checkpoint is written: the kept files plus the new ``last.ckpt``
+        written next to the old one, and each other rank's new part next to its old one."""
+        return self.total_bytes + self.last_bytes + (self.world_size - 1) * self.buffer_bytes
 
     def describe(self) -> str:
         ranks = (
-            f", plus 2 buffer parts per other rank ({self.world_size - 1} ranks)"
+            f", plus the buffer parts of the {self.world_size - 1} other ranks"
             if self.world_size > 1
             else ""
         )
