@@ -151,17 +151,6 @@ class InterruptingReward(GroundTruthReward):
         return super().compute_reward(steps)
 
 
-class InterruptAfter(L.Callback):
-    """Ctrl-C after ``batches`` training steps."""
-
-    def __init__(self, batches: int = 2) -> None:
-        self.batches = batches
-
-    def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
-        if trainer.fit_loop.epoch_loop.batch_progress.current.completed >= self.batches:
-            raise KeyboardInterrupt
-
-
 RESUME_RUN = ["--data.total_frames", "600", "--data.updates_per_step", "0.2"]
 EXPECTED_UPDATES = int((600 - 100) * 0.2)  # learning_starts 100 (tests.test_training.QUICK)
 
@@ -180,7 +169,7 @@ def test_prefetched_batch_survives_an_interrupt_during_the_first_collection_afte
     tmp_path,
 ):
     reward = ["--data.reward", "tests.test_integrity.InterruptingReward"]
-    interrupt = "--trainer.callbacks+=tests.test_integrity.InterruptAfter"
+    interrupt = "--trainer.callbacks+=tests.test_training.InterruptAfter"
     with pytest.raises(SystemExit):
         fit(tmp_path, *RESUME_RUN, *reward, interrupt, config="cartpole_gt.yaml")
     (run_dir,) = (tmp_path / "run").iterdir()

@@ -10,11 +10,12 @@ and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Sequence
 
-__all__ = ["DEBUG_FLAG", "DEBUG_VARIABLE", "debug_enabled", "main"]
+__all__ = ["DEBUG_FLAG", "DEBUG_VARIABLE", "OneLineArgumentParser", "debug_enabled", "main"]
 
 DEBUG_FLAG = "--debug"
 DEBUG_VARIABLE = "VLMRM_DEBUG"
@@ -34,6 +35,14 @@ commands:
 A mistake in a config, option or input file is reported in one line (exit status 2);
 {DEBUG_FLAG} (or {DEBUG_VARIABLE}=1) adds the traceback.
 """
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse, with one short message for a bad command line instead of the usage block
+    (for the subcommands that are not LightningCLI: score, compare-rewards)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"vlmrm: error: {message}\n(all options: {self.prog} --help)\n")
 
 
 def debug_enabled() -> bool:

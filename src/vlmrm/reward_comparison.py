@@ -24,6 +24,7 @@ import torch
 import yaml
 from tensordict import TensorDict, TensorDictBase
 
+from vlmrm.cli import OneLineArgumentParser
 from vlmrm.errors import ConfigError, InputFileError
 from vlmrm.keys import GT_REWARD, IMAGE_EMBEDDING, NEXT, SUCCESS
 
@@ -209,13 +210,8 @@ def write_histograms(
     return save_figure(figure, path)
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"vlmrm: error: {message}\n(all options: {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="vlmrm compare-rewards",
         description="Reward a run's stored transitions again with other prompts, alpha or kind, "
         "from the stored image embeddings, and compare each reward with the stored ground truth.",

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vlmrm.cli import OneLineArgumentParser
 from vlmrm.errors import ConfigError
 from vlmrm.media import collect_media_files, pyplot, read_frames, save_figure
 from vlmrm.rewards.transforms import CLIPReward, SigLIPReward
@@ -34,15 +35,8 @@ class FrameScore:
     baseline_similarity: float
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    """argparse, with one short message for a bad command line instead of the usage block."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"vlmrm: error: {message}\n(all options: {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="vlmrm score",
         description="Score images, folders of images or videos against goal and baseline prompts.",
     )
