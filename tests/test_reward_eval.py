@@ -1,9 +1,8 @@
 """Reward-model evaluation: the statistics against hand computations, frames with ground truth,
-and the command-line tool end to end on the embedded model."""
+and `vlmrm check-reward` on your own labelled frames with the embedded model."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -12,20 +11,26 @@ import pytest
 import torch
 from PIL import Image
 
-from vlmrm.envs import EnvConfig
-from vlmrm.reward_eval import (
+from vlmrm.checks.frames import (
     LabelledFrames,
     collect_classic_control_frames,
+    iter_labelled_folder,
+)
+from vlmrm.checks.metrics import (
+    auroc,
+    best_f1_threshold,
     epic_distance,
     evaluate_rewards,
-    format_table,
-    iter_labelled_folder,
     pearson,
     rank,
     spearman,
+    value_order_correlation,
 )
+from vlmrm.checks.report import format_table
+from vlmrm.cli import main
+from vlmrm.envs import EnvConfig
 
-TOOLS = Path(__file__).resolve().parent.parent / "tools"
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def _hand_pearson(x: list[float], y: list[float]) -> float:
@@ -117,26 +122,35 @@ def test_labelled_folder_batches_frames_of_one_size(tmp_path: Path):
     assert math.isnan(float(chunks[1].progress[0]))
 
 
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def test_auroc_counts_pairs_ordered_correctly_with_ties_as_half():
+    scores = [0.9, 0.2, 0.5, 0.5, 0.1]
+    success = [True, False, True, False, False]
+    # Positive-negative pairs: (0.9 beats all 3), (0.5 beats 0.2 and 0.1, ties 0.5): 5.5 of 6.
+    assert auroc(scores, success) == pytest.approx(5.5 / 6)
+    assert auroc([-s for s in scores], success) == pytest.approx(0.5 / 6)
+    assert math.isnan(auroc(scores, [False] * 5))
 
 
-def test_eval_reward_tool_prints_a_table_and_writes_a_png(tmp_path: Path, capsys):
-    tool = _load_tool("eval_reward")
-    plot = tmp_path / "hist.png"
-    args = ["--frames", "48", "--render-height", "64", "--render-width", "96"]
-    args += ["--device", "cpu", "--plot", str(plot)]
-    assert tool.main(args) == 0
-    out = capsys.readouterr().out
-    for row in ("alpha=0 ", "alpha=0.5", "alpha=1 ", "EPIC", "Spearman(progress)"):
-        assert row in out
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_best_f1_threshold_is_the_score_that_splits_best():
+    scores = [0.9, 0.8, 0.7, 0.3, 0.2]
+    success = [True, True, False, True, False]
+    threshold, f1 = best_f1_threshold(scores, success)
+    # score >= 0.3 finds all 3 successes with 1 false alarm: F1 = 6 / 7 (>= 0.8: 4 / 5).
+    assert threshold == pytest.approx(0.3) and f1 == pytest.approx(6 / 7)
+    assert best_f1_threshold([1.0, 1.0, 0.0], [True, False, False])[1] == pytest.approx(2 / 3)
 
 
-def test_eval_reward_tool_reads_a_labelled_folder(tmp_path: Path, capsys):
+def test_value_order_correlation_is_spearman_with_time_per_trajectory():
+    rewards = torch.tensor([0.0, 1.0, 2.0, 5.0, 3.0, 4.0, 7.0, 7.0])
+    time = torch.tensor([0.0, 0.5, 1.0, 0.0, 0.5, 1.0, 0.0, 1.0])
+    trajectory = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
+    mean, each = value_order_correlation(rewards, time, trajectory)
+    assert each[0] == pytest.approx(1.0) and each[1] == pytest.approx(-0.5)
+    assert math.isnan(each[2])  # constant rewards: undefined, left out of the mean
+    assert mean == pytest.approx(0.25)
+
+
+def test_check_reward_reads_a_labelled_folder(tmp_path: Path, capsys):
     config = EnvConfig(env_id="CartPole", render_height=64, render_width=96)
     data = collect_classic_control_frames(config, num_frames=6, seed=1)
     lines = ["file,success,progress"]
@@ -144,10 +158,8 @@ def test_eval_reward_tool_reads_a_labelled_folder(tmp_path: Path, capsys):
         Image.fromarray(data.frames[i].numpy()).save(tmp_path / f"f{i}.png")
         lines.append(f"f{i}.png,{int(data.success[i])},{float(data.progress[i])}")
     (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
-    tool = _load_tool("eval_reward")
-    plot = tmp_path / "folder.png"
-    goal = ["--goal", "pole vertically upright on top of the cart", "--baseline", "pole and cart"]
-    args = ["--labels", str(tmp_path / "labels.csv"), *goal, "--alpha", "0.5"]
-    assert tool.main([*args, "--device", "cpu", "--plot", str(plot)]) == 0
+    out = tmp_path / "folder"
+    args = ["--labels", str(tmp_path / "labels.csv"), "--alpha", "0.5", "--out", str(out)]
+    assert main(["check-reward", "--config", str(CONFIGS / "quickstart.yaml"), *args]) == 0
     assert "alpha=0.5" in capsys.readouterr().out
-    assert plot.is_file()
+    assert (out / "histograms.png").is_file()

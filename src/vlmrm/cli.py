@@ -31,6 +31,9 @@ commands:
   compare-rewards
             reward a run's stored transitions with other prompts, alpha or kind, from
             the stored image embeddings (vlmrm compare-rewards RUN_DIR --alpha 0 0.5 1)
+  check-reward
+            will a config's reward teach the task? score labelled frames of its env
+            without training (vlmrm check-reward --config configs/<task>.yaml)
 
 A mistake in a config, option or input file is reported in one line (exit status 2);
 {DEBUG_FLAG} (or {DEBUG_VARIABLE}=1) adds the traceback.
@@ -39,7 +42,7 @@ A mistake in a config, option or input file is reported in one line (exit status
 
 class OneLineArgumentParser(argparse.ArgumentParser):
     """argparse, with one short message for a bad command line instead of the usage block
-    (for the subcommands that are not LightningCLI: score, compare-rewards)."""
+    (for the subcommands that are not LightningCLI: score, compare-rewards, check-reward)."""
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"vlmrm: error: {message}\n(all options: {self.prog} --help)\n")
@@ -65,6 +68,10 @@ def _run(command: str, rest: list[str], argv: Sequence[str] | None) -> int:
         from vlmrm.reward_comparison import main as compare_main
 
         return compare_main(rest)
+    if command == "check-reward":
+        from vlmrm.checks.command import main as check_main
+
+        return check_main(rest)
     # Imported here: `vlmrm score` should not pay for importing Lightning and TorchRL.
     from vlmrm.training_cli import run_training_cli
 
@@ -87,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = args[0], args[1:]
-    if command not in ("fit", "validate", "score", "compare-rewards"):
+    if command not in ("fit", "validate", "score", "compare-rewards", "check-reward"):
         print(f"vlmrm: error: unknown command {command!r}.\n\n{USAGE}", file=sys.stderr)
         return 2
     saved = os.environ.get(DEBUG_VARIABLE)

@@ -36,6 +36,7 @@ from vlmrm.checkpointing import (
     check_checkpoint_file,
     load_checkpoint_file,
 )
+from vlmrm.checks.preflight import RewardPreflight
 from vlmrm.data import RLDataModule
 from vlmrm.errors import ConfigError, UserInputError
 from vlmrm.interrupts import install_interrupt_handlers
@@ -164,6 +165,8 @@ class VLMRMCLI(LightningCLI):
         )
         parser.add_lightning_class_args(EnvStepCheckpoint, "checkpoint")
         parser.add_lightning_class_args(Evaluate, "evaluation")
+        # The reward check before training (vlmrm.checks.preflight): check_reward.mode etc.
+        parser.add_lightning_class_args(RewardPreflight, "check_reward")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
         # Checkpoints are always written atomically; added here rather than as a trainer

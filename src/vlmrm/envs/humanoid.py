@@ -133,6 +133,7 @@ class HumanoidPoseDetector:
     STANDING_TORSO_Z = 1.0  # gymnasium's own "healthy" lower bound
     UPRIGHT_COS = 0.8  # torso within ~37 degrees of vertical
     FLOOR_CONTACT_Z = 0.2  # a knee/foot centre this low is touching (or nearly) the floor
+    KNEEL_PELVIS_ABOVE_KNEES = 0.25  # kneeling, not sitting: thighs well off the floor
 
     def __init__(self, model: mujoco.MjModel) -> None:
         body = lambda name: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)  # noqa: E731
@@ -188,7 +189,12 @@ class HumanoidPoseDetector:
     def kneeling(self, p: _Pose) -> bool:
         """Both knees near the floor, torso upright and well above them (not sitting/lying)."""
         knees_down = bool(np.all(p.knees[:, 2] < self.FLOOR_CONTACT_Z))
-        return knees_down and p.upright > 0.7 and p.torso_z > 0.6
+        # Fix (pose library, vlmrm.checks.poses): the torso height alone also passed seated
+        # poses whose knees are low, the lotus keyframes (sitting on the feet, knees spread)
+        # and perturbed seated splits. Kneeling puts the weight on the knees: the pelvis stays
+        # well above them (thighs at least ~40 degrees from the floor).
+        pelvis_up = p.pelvis[2] - float(p.knees[:, 2].max()) > self.KNEEL_PELVIS_ABOVE_KNEES
+        return knees_down and pelvis_up and p.upright > 0.7 and p.torso_z > 0.6
 
     def lotus(self, p: _Pose) -> bool:
         """Seated (pelvis low, torso upright), knees down and apart, feet tucked between them."""
@@ -214,7 +220,11 @@ class HumanoidPoseDetector:
 
     def hands_on_hips(self, p: _Pose) -> bool:
         """Standing, each hand at pelvis height on its own side, close to the body (not chest)."""
-        near_hip_height = bool(np.all(np.abs(p.hands[:, 2] - p.pelvis[2]) < 0.2))
+        # Fix (pose library): |hand - pelvis height| < 0.2 also passed arms hanging by the
+        # sides (hands beside the thighs, 5-10 cm below the pelvis); hands on the hips rest on
+        # top of them, at or above the pelvis centre.
+        above_pelvis = p.hands[:, 2] - p.pelvis[2]
+        near_hip_height = bool(np.all((above_pelvis > 0.0) & (above_pelvis < 0.2)))
         # Torso frame: y points to the robot's left, so the right hand must have y < 0.
         own_side = p.hands_local[0, 1] < -0.1 and p.hands_local[1, 1] > 0.1
         close = bool(np.all(np.linalg.norm(p.hands[:, :2] - p.pelvis[:2], axis=1) < 0.35))
