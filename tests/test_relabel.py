@@ -14,7 +14,7 @@ from tests.tiny_vlms import save_checkpoint
 from vlmrm.cli import main as vlmrm_main
 from vlmrm.keys import GT_REWARD, IMAGE_EMBEDDING, NEXT, OBSERVATION, RAW_REWARD, SUCCESS
 from vlmrm.reward_comparison import compare_rewards, load_buffer
-from vlmrm.reward_eval import epic_distance, pearson, spearman
+from vlmrm.checks.metrics import epic_distance, pearson, spearman
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

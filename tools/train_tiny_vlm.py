@@ -67,7 +67,7 @@ from safetensors.torch import save_file
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from vlmrm.envs import EnvConfig, make_gym_env
-from vlmrm.reward_eval import spearman
+from vlmrm.checks.metrics import spearman
 from vlmrm.rewards import CLIPReward, FramePreprocessor
 
 REPO = Path(__file__).resolve().parent.parent

@@ -62,7 +62,7 @@ def compare_rewards(
     """Reward ``stored`` (the ``"next"`` entries of ``M`` transitions) with ``reward`` changed by
     each of ``alternatives`` (``(name, {argument: value})``, applied on top of the reward as
     configured) and compare with the stored success label and env reward."""
-    from vlmrm.reward_eval import epic_distance, pearson, spearman
+    from vlmrm.checks.metrics import epic_distance, pearson, spearman
 
     success = stored.get(SUCCESS).reshape(-1).double()
     gt_reward = stored.get(GT_REWARD).reshape(-1).double()
