@@ -11,10 +11,10 @@ import torch
 
 from tests.test_training import fit, load, tiny_vlm_args
 from tests.tiny_vlms import save_checkpoint
+from vlmrm.checks.metrics import epic_distance, pearson, spearman
 from vlmrm.cli import main as vlmrm_main
 from vlmrm.keys import GT_REWARD, IMAGE_EMBEDDING, NEXT, OBSERVATION, RAW_REWARD, SUCCESS
 from vlmrm.reward_comparison import compare_rewards, load_buffer
-from vlmrm.checks.metrics import epic_distance, pearson, spearman
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -172,3 +172,6 @@ def test_offline_comparison_agrees_with_a_direct_computation(tmp_path, tiny_clip
     out = capsys.readouterr().out
     assert code == 0 and plot.is_file()
     assert "| run's reward |" in out and "| alpha=0.0 |" in out and "| alpha=1.0 |" in out
+    # A text histogram per reward and class: shares of the transitions, summing to 100%.
+    other = next(line for line in out.splitlines() if line.strip().startswith("other ("))
+    assert sum(int(x) for x in other.split(":")[1].split()) == pytest.approx(100, abs=6)

@@ -66,8 +66,8 @@ from safetensors.torch import save_file
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from vlmrm.envs import EnvConfig, make_gym_env
 from vlmrm.checks.metrics import spearman
+from vlmrm.envs import EnvConfig, make_gym_env
 from vlmrm.rewards import CLIPReward, FramePreprocessor
 
 REPO = Path(__file__).resolve().parent.parent

@@ -28,7 +28,7 @@ from vlmrm.cli import OneLineArgumentParser
 from vlmrm.errors import ConfigError, InputFileError
 from vlmrm.keys import GT_REWARD, IMAGE_EMBEDDING, NEXT, SUCCESS
 
-__all__ = ["RewardComparison", "compare_rewards", "load_buffer", "main"]
+__all__ = ["RewardComparison", "compare_rewards", "format_histograms", "load_buffer", "main"]
 
 
 @dataclass
@@ -190,6 +190,25 @@ def format_table(results: Sequence[RewardComparison], transitions: int) -> str:
     return "\n".join(lines)
 
 
+def format_histograms(
+    results: Sequence[RewardComparison], success: torch.Tensor, bins: int = 10
+) -> str:
+    """Text histograms of each reward on success and other transitions: the share of each
+    class in ``bins`` equal bins spanning that reward's range (what ``--plot`` draws)."""
+    is_success = success.reshape(-1) > 0.5
+    lines = []
+    for r in results:
+        low, high = float(r.rewards.min()), float(r.rewards.max())
+        lines.append(f"{r.name}: {bins} bins from {low:.4f} to {high:.4f}, % of each class")
+        for label, mask in (("success", is_success), ("other", ~is_success)):
+            if not mask.any():
+                continue
+            counts = torch.histc(r.rewards[mask].float(), bins=bins, min=low, max=high)
+            shares = " ".join(f"{100 * float(c) / int(mask.sum()):3.0f}" for c in counts)
+            lines.append(f"  {label:>7} ({int(mask.sum()):,}): {shares}")
+    return "\n".join(lines)
+
+
 def write_histograms(
     results: Sequence[RewardComparison], success: torch.Tensor, path: Path
 ) -> Path:
@@ -238,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     reward = build_reward(config_file, args.device)
     results = compare_rewards(stored, reward, alternatives_from(args))
     print(format_table(results, stored.batch_size[0]))
+    print()
+    print(format_histograms(results, stored.get(SUCCESS)))
     if args.plot is not None:
         path = write_histograms(results, stored.get(SUCCESS), args.plot)
         print(f"\nhistograms: {path}")
