@@ -221,8 +221,10 @@ def test_wandb_offline_run_gets_metrics_at_env_steps_and_the_video(
     assert len(offline_runs) == 1, "the W&B files live in the run directory"
     videos = list(offline_runs[0].glob("files/media/videos/**/*.mp4"))
     assert len(videos) == 2, "one video per evaluation"
-    images = list(offline_runs[0].glob("files/media/images/**/*.png"))
-    assert len(images) == 2
+    images = list(offline_runs[0].glob("files/media/images/val/**/*.png"))
+    assert len(images) == 2, "one reward-vs-truth plot per evaluation"
+    # The reward check before training logs its figures too.
+    assert list(offline_runs[0].glob("files/media/images/check_reward/**/*.png"))
 
 
 def test_csv_logger_appends_to_the_metrics_of_a_resumed_run(tmp_path):
