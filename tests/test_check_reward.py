@@ -247,3 +247,16 @@ def test_preflight_only_warns_in_warn_mode(tmp_path):
     assert float(cli.trainer.callback_metrics["check_reward/pearson"]) == pytest.approx(-1.0)
     run_dir = Path(cli.trainer.default_root_dir)
     assert (run_dir / "check_reward" / "contact_sheet.png").is_file()
+
+
+def test_thumbnails_of_frames_of_any_size_stack():
+    """A folder of your own images may mix sizes: every thumbnail gets one shape."""
+    from vlmrm.checks.check import _thumbnails
+
+    wide = torch.full((2, 96, 144, 3), 200, dtype=torch.uint8)
+    square = torch.full((1, 480, 480, 3), 100, dtype=torch.uint8)
+    small = torch.full((1, 20, 30, 3), 50, dtype=torch.uint8)
+    thumbnails = [_thumbnails(frames, 96) for frames in (wide, square, small)]
+    assert torch.cat(thumbnails).shape == (4, 96, 144, 3)
+    assert int(thumbnails[0].min()) == 200  # the same aspect ratio fills the whole thumbnail
+    assert int(thumbnails[1][0, 48, 72, 0]) == 100 and int(thumbnails[1][0, 48, 0, 0]) == 0

@@ -160,6 +160,10 @@ def test_offline_comparison_agrees_with_a_direct_computation(tmp_path, tiny_clip
         assert result.pearson_gt_reward == pytest.approx(pearson(direct, gt), abs=1e-9)
         assert result.mean_success == pytest.approx(float(direct[success > 0].mean()), abs=1e-6)
     reward.apply_changes({"alpha": 0.5})
+    # A refused alternative leaves the reward as it was.
+    with pytest.raises(ValueError, match="unknown kind"):
+        compare_rewards(buffer, reward, [("alpha 1", {"alpha": 1.0}), ("bad", {"kind": "nope"})])
+    assert reward.alpha == 0.5 and reward.kind == "projection"
     # The run's own reward matches what was stored (up to the float16 embeddings).
     torch.testing.assert_close(
         results[0].rewards, buffer[RAW_REWARD].reshape(-1), rtol=0, atol=FLOAT16_TOLERANCE
@@ -175,3 +179,14 @@ def test_offline_comparison_agrees_with_a_direct_computation(tmp_path, tiny_clip
     # A text histogram per reward and class: shares of the transitions, summing to 100%.
     other = next(line for line in out.splitlines() if line.strip().startswith("other ("))
     assert sum(int(x) for x in other.split(":")[1].split()) == pytest.approx(100, abs=6)
+
+
+def test_statistics_merged_over_ranks_ignore_a_round_where_no_rank_had_rewards():
+    """A relabelled buffer that is empty on every rank must not turn the statistics into NaN."""
+    from vlmrm.rewards.shaping import RunningMeanStd
+
+    statistics = RunningMeanStd()
+    statistics.update(torch.tensor([1.0, 3.0]), all_reduce=lambda t: t)
+    statistics.update(torch.zeros(0), all_reduce=lambda t: t)  # the sum over ranks is 0 values
+    assert float(statistics.count) == 2 and float(statistics.mean) == 2.0
+    assert float(statistics.var) == 1.0

@@ -18,13 +18,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from tensordict import TensorDictBase
 from torchrl.data import ReplayBuffer
 
 from vlmrm.errors import ConfigError
 from vlmrm.keys import NEXT, RAW_REWARD
 from vlmrm.rewards import RewardTransform
 
-__all__ = ["RelabelReport", "RewardSchedule", "describe_change", "relabel_buffer"]
+__all__ = [
+    "RelabelReport",
+    "RewardSchedule",
+    "describe_change",
+    "relabel_buffer",
+    "relabel_rewards",
+]
 
 # Transitions relabelled per reward call: bounds the float32 copy of the embeddings
 # (65,536 x 1,280 x 4 B = 335 MB for ViT-bigG-14).
@@ -37,6 +44,18 @@ class RelabelReport:
 
     transitions: int
     seconds: float
+
+
+def relabel_rewards(
+    stored: TensorDictBase, reward: RewardTransform, chunk: int = RELABEL_CHUNK
+) -> torch.Tensor:
+    """Raw rewards ``[M]`` of ``M`` stored transitions (their ``"next"`` entries) under
+    ``reward``, ``chunk`` at a time (bounded memory for million-transition buffers)."""
+    parts = [
+        reward.relabel(stored[begin : begin + chunk]).reshape(-1)
+        for begin in range(0, stored.batch_size[0], chunk)
+    ]
+    return torch.cat(parts) if parts else torch.zeros(0)
 
 
 def relabel_buffer(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,31 +62,42 @@ def compare_rewards(
 ) -> list[RewardComparison]:
     """Reward ``stored`` (the ``"next"`` entries of ``M`` transitions) with ``reward`` changed by
     each of ``alternatives`` (``(name, {argument: value})``, applied on top of the reward as
-    configured) and compare with the stored success label and env reward."""
+    it is) and compare with the stored success label and env reward. ``reward`` is left as it
+    was, also when an alternative is refused."""
     from vlmrm.checks.metrics import epic_distance, pearson, spearman
+    from vlmrm.relabel import relabel_rewards
 
     success = stored.get(SUCCESS).reshape(-1).double()
     gt_reward = stored.get(GT_REWARD).reshape(-1).double()
+    is_success = success > 0.5
     configured = {name: getattr(reward, name) for name in reward.CHANGEABLE_FIELDS}
     results = []
-    for name, changes in alternatives:
-        reward.apply_changes({**configured, **changes})
-        rewards = reward.relabel(stored).double()
-        is_success = success > 0.5
-        results.append(
-            RewardComparison(
-                name=name,
-                rewards=rewards.float(),
-                pearson_success=_nan_if_constant(pearson, rewards, success),
-                spearman_success=_nan_if_constant(spearman, rewards, success),
-                epic_success=_nan_if_constant(epic_distance, rewards, success),
-                pearson_gt_reward=_nan_if_constant(pearson, rewards, gt_reward),
-                spearman_gt_reward=_nan_if_constant(spearman, rewards, gt_reward),
-                mean_success=_mean(rewards[is_success]),
-                mean_other=_mean(rewards[~is_success]),
+    try:
+        for name, changes in alternatives:
+            # Only what differs from the reward now: unchanged prompts are not re-embedded.
+            current = {field: getattr(reward, field) for field in reward.CHANGEABLE_FIELDS}
+            wanted = {**configured, **changes}
+            reward.apply_changes({k: v for k, v in wanted.items() if current.get(k) != v})
+            rewards = relabel_rewards(stored, reward).double()
+            results.append(
+                RewardComparison(
+                    name=name,
+                    rewards=rewards.float(),
+                    pearson_success=_nan_if_constant(pearson, rewards, success),
+                    spearman_success=_nan_if_constant(spearman, rewards, success),
+                    epic_success=_nan_if_constant(epic_distance, rewards, success),
+                    pearson_gt_reward=_nan_if_constant(pearson, rewards, gt_reward),
+                    spearman_gt_reward=_nan_if_constant(spearman, rewards, gt_reward),
+                    mean_success=_mean(rewards[is_success]),
+                    mean_other=_mean(rewards[~is_success]),
+                )
             )
-        )
-    reward.apply_changes(configured)
+    finally:
+        current = {field: getattr(reward, field) for field in reward.CHANGEABLE_FIELDS}
+        for field, value in configured.items():  # set back directly: the values were valid
+            if current[field] != value:
+                setattr(reward, field, value)
+        reward._after_changes({k for k, v in configured.items() if current[k] != v})
     return results
 
 
@@ -105,6 +117,8 @@ def load_buffer(checkpoint: dict[str, Any]) -> TensorDict:
         )
     storage = buffer["_storage"]
     length = int(storage["_len"])
+    if length == 0:
+        raise ConfigError("The run's replay buffer is empty: nothing to compare yet.")
     flat = storage["_storage"]
     prefix = f"{NEXT}."
     entries = {
@@ -137,19 +151,36 @@ def _resolve(path: Path) -> tuple[Path, Path]:
     return checkpoint, config
 
 
-def build_reward(config_file: Path, device: str | None) -> Any:
-    """The run's reward transform, as its resolved ``config.yaml`` describes it."""
-    config = yaml.safe_load(config_file.read_text())
-    spec = (config.get("data") or {}).get("reward") or {}
+def build_reward(config_file: Path, device: str | None, env_steps: int = 0) -> Any:
+    """The run's reward transform as its resolved ``config.yaml`` describes it, in the phase
+    of its ``data.reward_schedule`` at ``env_steps`` (summed over ranks)."""
+    from vlmrm.relabel import RewardSchedule
+
+    try:
+        config = yaml.safe_load(config_file.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise InputFileError(f"{config_file} is not readable YAML ({error}).") from error
+    data = config.get("data") or {}
+    spec = data.get("reward") or {}
     class_path = spec.get("class_path")
     if not class_path:
         raise ConfigError(f"{config_file} has no data.reward.class_path.")
     module_name, _, class_name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(
+            f"data.reward.class_path {class_path!r} in {config_file} cannot be imported "
+            f"({error}); install the package that defines it."
+        ) from error
     init_args = dict(spec.get("init_args") or {})
     if device is not None:
         init_args["device"] = device
-    return cls(**init_args)
+    reward = cls(**init_args)
+    schedule = RewardSchedule(data.get("reward_schedule"))
+    for phase in range(1, schedule.phase_at(env_steps) + 1):
+        reward.apply_changes(schedule.changes(phase))
+    return reward
 
 
 def alternatives_from(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
@@ -199,6 +230,9 @@ def format_histograms(
     lines = []
     for r in results:
         low, high = float(r.rewards.min()), float(r.rewards.max())
+        if not (math.isfinite(low) and math.isfinite(high)):
+            lines.append(f"{r.name}: rewards are not all finite (min {low}, max {high})")
+            continue
         lines.append(f"{r.name}: {bins} bins from {low:.4f} to {high:.4f}, % of each class")
         for label, mask in (("success", is_success), ("other", ~is_success)):
             if not mask.any():
@@ -254,7 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkpoint_path, config_file = _resolve(args.run)
     checkpoint = load_checkpoint_file(checkpoint_path, map_location="cpu")
     stored = load_buffer(checkpoint)
-    reward = build_reward(config_file, args.device)
+    data = checkpoint.get("RLDataModule", {})
+    env_steps = int(data.get("env_steps", 0)) * int(data.get("world_size", 1))
+    reward = build_reward(config_file, args.device, env_steps)
     results = compare_rewards(stored, reward, alternatives_from(args))
     print(format_table(results, stored.batch_size[0]))
     print()

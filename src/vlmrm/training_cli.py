@@ -181,10 +181,11 @@ class VLMRMCLI(LightningCLI):
         try:
             return super()._instantiate_trainer(config, callbacks)
         except (MisconfigurationException, ValueError, TypeError) as error:
-            if isinstance(error, UserInputError):
-                raise
             # Lightning checks the trainer options here (accelerator, devices, strategy,
-            # precision, ...): a bad value, not a bug.
+            # precision, ...) and raises these for a bad value. The same types raised by other
+            # code (ours, a plugin) are bugs and keep their traceback.
+            if isinstance(error, UserInputError) or not _raised_in_lightning(error):
+                raise
             raise ConfigError(
                 f"{error} (check the trainer: section of the config and the --trainer.* "
                 "options; vlmrm fit --help lists them)"
@@ -275,6 +276,15 @@ class VLMRMCLI(LightningCLI):
                 init_args.id = re.sub(r"[^A-Za-z0-9_.-]", "-", run_id)
             entry.init_args = init_args
         return loggers
+
+
+def _raised_in_lightning(error: BaseException) -> bool:
+    """Whether ``error`` was raised by Lightning's own code (its innermost frame)."""
+    traceback = error.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    module = traceback.tb_frame.f_globals.get("__name__", "") if traceback else ""
+    return module.startswith(("lightning.", "lightning_fabric."))
 
 
 def _quiet_known_warnings() -> None:

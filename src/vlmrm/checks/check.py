@@ -9,6 +9,7 @@ pictures, never the full frames. :func:`assess` turns the statistics into a verd
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -101,15 +102,21 @@ class CheckResult:
 
 
 def _thumbnails(frames: torch.Tensor, height: int) -> torch.Tensor:
-    """uint8 ``[n, H, W, 3]`` -> uint8 ``[n, h, w, 3]`` with ``h = min(H, height)``."""
-    if frames.shape[1] <= height:
-        return frames.clone()
-    width = max(1, round(frames.shape[2] * height / frames.shape[1]))
+    """uint8 ``[n, H, W, 3]`` -> uint8 ``[n, height, 1.5 * height, 3]``: each frame scaled to
+    fit and centred on black, so frames of any size (a folder of your images) stack."""
+    width = round(1.5 * height)
+    scale = min(height / frames.shape[1], width / frames.shape[2])
+    h = max(1, round(frames.shape[1] * scale))
+    w = max(1, round(frames.shape[2] * scale))
     images = frames.permute(0, 3, 1, 2).float()
-    small = torch.nn.functional.interpolate(
-        images, size=(height, width), mode="bilinear", antialias=True, align_corners=False
-    )
-    return small.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    if (h, w) != tuple(frames.shape[1:3]):
+        images = torch.nn.functional.interpolate(
+            images, size=(h, w), mode="bilinear", antialias=True, align_corners=False
+        )
+    canvas = torch.zeros(frames.shape[0], 3, height, width)
+    top, left = (height - h) // 2, (width - w) // 2
+    canvas[:, :, top : top + h, left : left + w] = images
+    return canvas.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def _is_projection(reward: RewardTransform) -> bool:
@@ -191,22 +198,25 @@ def check_reward(
     render_s = score_s = 0.0
     parts: list[LabelledFrames] = []
     thumbnails, embeddings, outputs = [], [], []
-    chunks = frame_set.chunks(chunk_size)
-    while True:
-        start = time.perf_counter()
-        chunk = next(chunks, None)
-        render_s += time.perf_counter() - start
-        if chunk is None:
-            break
-        start = time.perf_counter()
-        if is_vlm:
-            embedded = reward.backbone.embed_frames_chunked(chunk.frames, reward.batch_size)
-            embeddings.append(embedded.float().cpu())
-        else:
-            outputs.append(reward.compute_reward(_as_steps(chunk)).detach().cpu())
-        score_s += time.perf_counter() - start
-        thumbnails.append(_thumbnails(chunk.frames, thumbnail_height))
-        parts.append(chunk.labels_only())
+    # Closed on any exit: the generator owns an env and its renderer (an EGL context inside
+    # the training process, for the pre-flight).
+    with contextlib.closing(frame_set.chunks(chunk_size)) as chunks:
+        while True:
+            start = time.perf_counter()
+            chunk = next(chunks, None)
+            render_s += time.perf_counter() - start
+            if chunk is None:
+                break
+            start = time.perf_counter()
+            with torch.inference_mode():
+                if is_vlm:
+                    embedded = reward.backbone.embed_frames_chunked(chunk.frames, reward.batch_size)
+                    embeddings.append(embedded.float().cpu())
+                else:
+                    outputs.append(reward.compute_reward(_as_steps(chunk)).detach().cpu())
+            score_s += time.perf_counter() - start
+            thumbnails.append(_thumbnails(chunk.frames, thumbnail_height))
+            parts.append(chunk.labels_only())
     labels = LabelledFrames.concatenate(parts)
 
     rewards: dict[str, torch.Tensor] = {}

@@ -80,9 +80,20 @@ class RewardPreflight(L.Callback):
         if trainer.ckpt_path is not None:
             rank_zero_info("vlmrm: reward check skipped on resume (it ran when the run started)")
             return
-        problem = self._check(trainer) if trainer.is_global_zero else None
+        problem, failure = None, None
+        if trainer.is_global_zero:
+            try:
+                problem = self._check(trainer)
+            except BaseException as error:  # re-raised below, after the other ranks know
+                failure = error
         # Every rank must stop, or none: the others would wait for rank 0 forever.
-        problem = trainer.strategy.broadcast(problem, src=0)
+        problem, failed = trainer.strategy.broadcast(
+            (problem, None if failure is None else repr(failure)), src=0
+        )
+        if failure is not None:
+            raise failure
+        if failed is not None:
+            raise RuntimeError(f"vlmrm: the reward check failed on rank 0: {failed}")
         if problem is None:
             return
         message = (

@@ -43,6 +43,8 @@ class RunningMeanStd(nn.Module):
         if all_reduce is not None:
             totals = all_reduce(totals)
         batch_count = totals[0]
+        if all_reduce is not None and float(batch_count) == 0:
+            return  # no rank had values (every rank sees the same sum, so all return here)
         batch_mean = totals[1] / batch_count
         squared = (values - batch_mean).square().sum()
         if all_reduce is not None:
