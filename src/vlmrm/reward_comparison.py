@@ -25,6 +25,7 @@ import torch
 import yaml
 from tensordict import TensorDict, TensorDictBase
 
+from vlmrm.checks.metrics import RewardStatistics, evaluate_rewards, pearson, spearman
 from vlmrm.cli import OneLineArgumentParser
 from vlmrm.errors import ConfigError, InputFileError
 from vlmrm.keys import GT_REWARD, IMAGE_EMBEDDING, NEXT, SUCCESS
@@ -36,25 +37,34 @@ __all__ = ["RewardComparison", "compare_rewards", "format_histograms", "load_buf
 class RewardComparison:
     """One reward's agreement with the stored ground truth over ``M`` stored transitions.
 
-    ``rewards`` ``[M]`` are raw rewards (before standardisation). Success statistics are NaN
-    where the env defines no success (or the buffer holds one class only).
+    ``rewards`` ``[M]`` are raw rewards (before standardisation); ``statistics`` are the
+    reward checks' own (:func:`vlmrm.checks.metrics.evaluate_rewards` against the stored
+    success label: Pearson, EPIC, AUROC, class means), NaN where the env defines no success
+    or the buffer holds one class only.
     """
 
     name: str
     rewards: torch.Tensor
-    pearson_success: float
+    statistics: RewardStatistics
     spearman_success: float
-    epic_success: float
     pearson_gt_reward: float
     spearman_gt_reward: float
-    mean_success: float
-    mean_other: float
 
+    @property
+    def pearson_success(self) -> float:
+        return self.statistics.pearson_goal
 
-def _nan_if_constant(function, x: torch.Tensor, y: torch.Tensor) -> float:
-    if x.numel() < 2 or float(x.std()) == 0.0 or float(y.std()) == 0.0:
-        return float("nan")
-    return float(function(x, y))
+    @property
+    def epic_success(self) -> float:
+        return self.statistics.epic
+
+    @property
+    def mean_success(self) -> float:
+        return self.statistics.mean_goal
+
+    @property
+    def mean_other(self) -> float:
+        return self.statistics.mean_non_goal
 
 
 def compare_rewards(
@@ -64,7 +74,6 @@ def compare_rewards(
     each of ``alternatives`` (``(name, {argument: value})``, applied on top of the reward as
     it is) and compare with the stored success label and env reward. ``reward`` is left as it
     was, also when an alternative is refused."""
-    from vlmrm.checks.metrics import epic_distance, pearson, spearman
     from vlmrm.relabel import relabel_rewards
 
     success = stored.get(SUCCESS).reshape(-1).double()
@@ -83,13 +92,10 @@ def compare_rewards(
                 RewardComparison(
                     name=name,
                     rewards=rewards.float(),
-                    pearson_success=_nan_if_constant(pearson, rewards, success),
-                    spearman_success=_nan_if_constant(spearman, rewards, success),
-                    epic_success=_nan_if_constant(epic_distance, rewards, success),
-                    pearson_gt_reward=_nan_if_constant(pearson, rewards, gt_reward),
-                    spearman_gt_reward=_nan_if_constant(spearman, rewards, gt_reward),
-                    mean_success=_mean(rewards[is_success]),
-                    mean_other=_mean(rewards[~is_success]),
+                    statistics=evaluate_rewards(rewards, is_success),
+                    spearman_success=spearman(rewards, success),
+                    pearson_gt_reward=pearson(rewards, gt_reward),
+                    spearman_gt_reward=spearman(rewards, gt_reward),
                 )
             )
     finally:
@@ -99,10 +105,6 @@ def compare_rewards(
                 setattr(reward, field, value)
         reward._after_changes({k for k, v in configured.items() if current[k] != v})
     return results
-
-
-def _mean(values: torch.Tensor) -> float:
-    return float(values.mean()) if values.numel() else float("nan")
 
 
 def load_buffer(checkpoint: dict[str, Any]) -> TensorDict:
@@ -208,14 +210,15 @@ def format_table(results: Sequence[RewardComparison], transitions: int) -> str:
     lines = [
         f"{transitions:,} stored transitions; raw rewards against the stored ground truth",
         "",
-        "| reward | Pearson success | Spearman success | EPIC success | Pearson env reward "
-        "| Spearman env reward | mean, success | mean, other |",
-        "|---|---|---|---|---|---|---|---|",
+        "| reward | Pearson success | Spearman success | EPIC success | AUROC success "
+        "| Pearson env reward | Spearman env reward | mean, success | mean, other |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.name} | {r.pearson_success:.3f} | {r.spearman_success:.3f} | "
-            f"{r.epic_success:.3f} | {r.pearson_gt_reward:.3f} | {r.spearman_gt_reward:.3f} | "
+            f"{r.epic_success:.3f} | {r.statistics.auroc:.3f} | {r.pearson_gt_reward:.3f} | "
+            f"{r.spearman_gt_reward:.3f} | "
             f"{r.mean_success:.4f} | {r.mean_other:.4f} |"
         )
     return "\n".join(lines)

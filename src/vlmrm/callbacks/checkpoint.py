@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 from dataclasses import dataclass
@@ -281,10 +282,8 @@ def save_small_checkpoint(trainer: L.Trainer, path: Path) -> None:
     """Write a checkpoint without the replay buffer to ``path`` from this rank alone (no
     collective call), through the trainer's atomic checkpoint IO."""
     data = trainer.datamodule
-    if hasattr(data, "checkpoints_without_buffer"):
-        with data.checkpoints_without_buffer():
-            state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-    else:
+    small = getattr(data, "checkpoints_without_buffer", contextlib.nullcontext)
+    with small():
         state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
     trainer.strategy.checkpoint_io.save_checkpoint(state, path)
 

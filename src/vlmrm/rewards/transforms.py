@@ -197,13 +197,6 @@ class RewardTransform(Transform):
         if self.standardize and self.training:
             self.reward_statistics.update(raw_reward, all_reduce=self.statistics_all_reduce)
 
-    def shape_reward(self, raw: torch.Tensor, env_reward: torch.Tensor | None) -> torch.Tensor:
-        """Apply scale, offset, standardisation and env-reward mixing to ``[M]`` model rewards
-        (updating the statistics first in training mode)."""
-        raw_reward = self.raw_reward(raw)
-        self.update_statistics(raw_reward)
-        return self.final_reward(raw_reward, env_reward)
-
     def _call(self, next_tensordict: TensorDictBase) -> TensorDictBase:
         batch_shape = next_tensordict.batch_size
         env_reward = next_tensordict.get(REWARD, None)
