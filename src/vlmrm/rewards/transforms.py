@@ -198,14 +198,21 @@ class RewardTransform(Transform):
             self.reward_statistics.update(raw_reward, all_reduce=self.statistics_all_reduce)
 
     def _call(self, next_tensordict: TensorDictBase) -> TensorDictBase:
+        self.score(next_tensordict)
+        self.record(next_tensordict)
+        return next_tensordict
+
+    def score(self, next_tensordict: TensorDictBase) -> TensorDictBase:
+        """Write the raw reward ``("next", "raw_reward")`` (and the image embeddings when kept,
+        and the env's reward once as ``gt_reward``) of a batch of next-step entries, any batch
+        shape. Model inference only: the running statistics are not touched, so the data
+        module may run this in a background thread while the learner trains (overlapped
+        collection), and :meth:`record` later on the main thread."""
         batch_shape = next_tensordict.batch_size
         env_reward = next_tensordict.get(REWARD, None)
         steps = next_tensordict.reshape(-1) if len(batch_shape) != 1 else next_tensordict
-        flat_env_reward = None if env_reward is None else env_reward.reshape(steps.numel())
         model_output, embeddings = self.compute_reward_and_embeddings(steps)
         raw_reward = self.raw_reward(model_output.float())
-        self.update_statistics(raw_reward)
-        reward = self.final_reward(raw_reward, flat_env_reward)
         device = env_reward.device if env_reward is not None else next_tensordict.device
         # Keep the env's reward once: applying a reward model twice must not overwrite it.
         if env_reward is not None and GT_REWARD not in next_tensordict.keys():
@@ -213,7 +220,18 @@ class RewardTransform(Transform):
         next_tensordict.set(RAW_REWARD, raw_reward.reshape(*batch_shape, 1).to(device))
         if embeddings is not None:
             next_tensordict.set(IMAGE_EMBEDDING, embeddings.reshape(*batch_shape, -1).to(device))
-        next_tensordict.set(REWARD, reward.reshape(*batch_shape, 1).to(device))
+        return next_tensordict
+
+    def record(self, next_tensordict: TensorDictBase) -> TensorDictBase:
+        """Merge a :meth:`score`-d batch's raw rewards into the running statistics (a collective
+        under DDP, so on the main thread) and write the reward to learn from under
+        ``"reward"``: :meth:`final_reward` with the statistics as they are now."""
+        batch_shape = next_tensordict.batch_size
+        raw_reward = next_tensordict.get(RAW_REWARD).reshape(-1)
+        gt_reward = next_tensordict.get(GT_REWARD, None)
+        self.update_statistics(raw_reward)
+        reward = self.final_reward(raw_reward, None if gt_reward is None else gt_reward.reshape(-1))
+        next_tensordict.set(REWARD, reward.reshape(*batch_shape, 1).to(raw_reward.device))
         return next_tensordict
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
