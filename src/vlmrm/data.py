@@ -10,6 +10,7 @@ plus K updates, which amortises Lightning's per-step overhead.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -49,10 +50,11 @@ from vlmrm.keys import (
     SUCCESS,
     TERMINATED,
 )
+from vlmrm.overlap import BackgroundCollection
 from vlmrm.relabel import RewardSchedule, describe_change, relabel_buffer
 from vlmrm.rewards import GroundTruthReward, RewardTransform, VLMReward
 
-__all__ = ["EpisodeTracker", "RLDataModule"]
+__all__ = ["CloseDataOnException", "EpisodeTracker", "RLDataModule"]
 
 # What the replay buffer keeps of each transition (never the pixels). The reward is stored raw
 # (before standardisation and mixing); the reward to learn from is computed when a minibatch
@@ -167,6 +169,20 @@ class _CollectStream(IterableDataset):
             dm.trainer.should_stop = True
 
 
+class CloseDataOnException(L.Callback):
+    """Stop the collection worker, the collector and the env processes when ``fit`` ends with
+    an exception (Ctrl-C included): Lightning tears the data module down only after a run
+    that ends normally. Registered after the interrupt checkpoint, which it must not precede.
+    """
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        close = getattr(trainer.datamodule, "close", None)
+        if close is not None:
+            close()
+
+
 def _atomic_save(state: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
@@ -256,6 +272,12 @@ class RLDataModule(L.LightningDataModule):
         reward_schedule: changes of the reward's arguments at env-step counts, e.g.
             ``[{at_env_steps: 2000000, goal_prompts: [...]}, {at_env_steps: 4000000,
             alpha: 0.5}]``; the buffer is relabelled at each change.
+        overlap: collect and score the next batch on a worker thread while the learner
+            trains on the previous one (see :mod:`vlmrm.overlap`): a training step costs
+            about its slowest stage instead of their sum. The collecting policy is then at
+            most one collection behind the learner, and runs are not reproducible bit for
+            bit (the two threads draw from one random stream). ``False``: the strictly
+            sequential order (collect, score, store, update), reproducible for a seed.
     """
 
     def __init__(
@@ -275,6 +297,7 @@ class RLDataModule(L.LightningDataModule):
         store_embeddings: bool | None = None,
         on_reward_change: Literal["relabel", "keep"] = "relabel",
         reward_schedule: list[dict[str, Any]] | None = None,
+        overlap: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -336,6 +359,9 @@ class RLDataModule(L.LightningDataModule):
         self.reward_schedule = RewardSchedule(reward_schedule)
         self.reward_schedule.check(reward)
         self.reward_phase = 0  # the schedule's phase in force (0: the reward as configured)
+        if not isinstance(overlap, bool):
+            raise ConfigError(f"data.overlap={overlap!r} must be true or false.")
+        self.overlap = overlap
         self.num_envs = num_envs
         self.parallel = parallel
         self.seed = seed
@@ -369,6 +395,7 @@ class RLDataModule(L.LightningDataModule):
         self._env = None
         self._collector = None
         self._collector_iter = None
+        self._background: BackgroundCollection | None = None  # data.overlap's worker
         self._read_specs()
 
     def _read_specs(self) -> None:
@@ -475,7 +502,10 @@ class RLDataModule(L.LightningDataModule):
         self.close()
 
     def close(self) -> None:
-        """Stop the collector and close the envs (worker processes included)."""
+        """Stop the collector and close the envs (worker processes and threads included)."""
+        if self._background is not None:
+            self._background.close()  # the collection in flight is dropped, never counted
+            self._background = None
         if self._collector is not None:
             self._collector.shutdown()
             self._collector = self._collector_iter = None
@@ -490,7 +520,12 @@ class RLDataModule(L.LightningDataModule):
 
         Lightning writes checkpoints from rank 0 only; with several ranks, every other rank
         saves its own state (its buffer differs) to ``checkpoints/ranks/`` next to it.
+
+        With ``overlap``, the collection in flight finishes first and is left out: it is
+        neither stored nor counted, and a resumed run starts new episodes anyway.
         """
+        if self._background is not None:
+            self._background.wait()  # no reward state changing while it is saved
         state = self._local_state()
         if self.world_size > 1:
             state["world_size"] = self.world_size
@@ -645,7 +680,7 @@ class RLDataModule(L.LightningDataModule):
         phase = self.reward_schedule.phase_at(self.global_env_steps)
         if phase == self.reward_phase:
             return
-        with deferred_interrupts():
+        with self.collection_paused(), deferred_interrupts():
             before = self.reward.fingerprint()
             self._enter_phase(phase)
             self._relabel(before, f"reward schedule phase {phase}")
@@ -714,9 +749,14 @@ class RLDataModule(L.LightningDataModule):
             parallel=self.parallel,
             rank=trainer.global_rank,
         )
+        policy = module.make_policy(deterministic=False)
+        if self.overlap:
+            # The worker acts with its own copy of the actor, refreshed before each collection,
+            # so the learner's in-place updates never land in the middle of a rollout.
+            policy = copy.deepcopy(policy)
         self._collector = Collector(
             self._env,
-            module.make_policy(deterministic=False),
+            policy,
             frames_per_batch=self.frames_per_batch,
             total_frames=-1,
             init_random_frames=max(
@@ -728,26 +768,83 @@ class RLDataModule(L.LightningDataModule):
             auto_register_policy_transforms=False,
         )
         self._collector_iter = iter(self._collector)
+        if self.overlap:
+            acting = policy.module.actor
+            learning = module.actor
+
+            @torch.no_grad()
+            def sync_policy() -> None:
+                torch._foreach_copy_(list(acting.parameters()), list(learning.parameters()))
+
+            self._background = BackgroundCollection(
+                next_batch=lambda: next(self._collector_iter),
+                score=lambda batch: self.reward.score(batch.get(NEXT)),
+                fingerprint=self.reward.fingerprint,
+                sync_policy=sync_policy,
+                device=self.reward.backbone.device if isinstance(self.reward, VLMReward) else "cpu",
+            )
+            self._background.start()
+
+    @contextmanager
+    def collection_paused(self) -> Iterator[None]:
+        """The body runs while no collection or scoring is in progress on the overlap worker
+        (evaluation and reward changes use the reward model and the envs' resources)."""
+        if self._background is not None:
+            self._background.wait()  # and only this thread starts the next one
+        yield
 
     def collect_once(self) -> None:
-        """Collect one batch with the current policy, then :meth:`store_batch` it."""
+        """Collect one batch with the current policy, then :meth:`store_batch` it.
+
+        With ``overlap``, the batch was collected and scored on the worker thread while the
+        learner trained; the next collection starts before this one is stored.
+        """
         if self._collector is None:
             self._start_collector()
-        start = time.perf_counter()
-        batch = next(self._collector_iter)
-        self.store_batch(batch, collect_s=time.perf_counter() - start)
+        if self._background is None:
+            start = time.perf_counter()
+            batch = next(self._collector_iter)
+            self.store_batch(batch, collect_s=time.perf_counter() - start)
+            return
+        collected = self._background.take()
+        batch, reward_s = collected.batch, collected.reward_s
+        if collected.reward_fingerprint != self.reward.fingerprint():
+            reward_s = None  # scored before a reward change: score again with the new one
+        steps_after = self.global_env_steps + batch.numel() * self.world_size
+        if steps_after < self.total_frames:
+            self._background.start()
+        self.store_batch(
+            batch,
+            collect_s=collected.collect_s,
+            reward_s=reward_s,
+            waited_s=self._background.wait_s,
+        )
 
-    def store_batch(self, batch: TensorDictBase, collect_s: float = 0.0) -> None:
+    def store_batch(
+        self,
+        batch: TensorDictBase,
+        collect_s: float = 0.0,
+        reward_s: float | None = None,
+        waited_s: float = 0.0,
+    ) -> None:
         """Reward a collected batch ``[N, T]`` (one reward call for every frame), store its
         transitions without pixels, and advance the counters and episode statistics.
+
+        ``reward_s``: the batch was already scored (raw rewards written) in that many seconds
+        on the overlap worker; ``None`` scores it here. ``waited_s``: how long the learner
+        waited for the batch (overlap only).
 
         Interrupts are deferred until the batch is stored and counted, so a checkpoint never
         holds a buffer that disagrees with its env-step count or update credit.
         """
         with deferred_interrupts():
-            start = time.perf_counter()
-            self.reward(batch)  # once per batch: every frame in a few large forward passes
-            reward_s = time.perf_counter() - start
+            next_data = batch.get(NEXT)
+            if reward_s is None:
+                start = time.perf_counter()
+                # Once per batch: every frame in a few large forward passes.
+                self.reward.score(next_data)
+                reward_s = time.perf_counter() - start
+            self.reward.record(next_data)  # the running statistics (collective under DDP)
             batch = batch.exclude(PIXELS, (NEXT, PIXELS))
             stored = batch.select(*self.transition_keys, strict=False)
             self.replay_buffer.extend(stored.reshape(-1))
@@ -768,6 +865,8 @@ class RLDataModule(L.LightningDataModule):
                 "collect_steps_per_s": batch.numel() / max(collect_s, 1e-9),
                 "reward_frames_per_s": batch.numel() / max(reward_s, 1e-9),
             }
+            if self.overlap:
+                self.latest["learner_wait_s"] = waited_s
 
     def finished_episodes_since(self, seen: int) -> tuple[dict[str, torch.Tensor], int]:
         """Episodes that ended in the collections after collection number ``seen`` (``[E]``

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -191,17 +192,20 @@ class Evaluate(L.Callback):
         self.last_evaluated = env_steps
         was_training = pl_module.training
         pl_module.eval()
+        # With data.overlap, the reward model is not shared with a collection in flight.
+        paused = getattr(data, "collection_paused", nullcontext)
         try:
-            evaluation = evaluate_policy(
-                pl_module.make_policy(deterministic=True),
-                data.env_config,
-                episodes=self.episodes,
-                seed=data.seed,
-                reward=data.reward,
-                render=True,
-                keep_frames=self.video_episodes if self.video else 0,
-                envs_per_chunk=self.envs_per_chunk,
-            )
+            with paused():
+                evaluation = evaluate_policy(
+                    pl_module.make_policy(deterministic=True),
+                    data.env_config,
+                    episodes=self.episodes,
+                    seed=data.seed,
+                    reward=data.reward,
+                    render=True,
+                    keep_frames=self.video_episodes if self.video else 0,
+                    envs_per_chunk=self.envs_per_chunk,
+                )
         finally:
             pl_module.train(was_training)
         metrics = {f"val/{k}": v for k, v in evaluation.metrics().items()}

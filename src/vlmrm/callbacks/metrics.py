@@ -92,6 +92,13 @@ class TrainMetrics(L.Callback):
                 "time/env_steps_per_s": latest["collect_steps_per_s"],
                 "time/reward_frames_per_s": latest["reward_frames_per_s"],
                 "time/updates_per_s": updates / elapsed,
+                # data.overlap: how long the learner waited for the next batch (0: collection
+                # and scoring are hidden behind the updates).
+                **(
+                    {"time/learner_wait_s": latest["learner_wait_s"]}
+                    if "learner_wait_s" in latest
+                    else {}
+                ),
                 # The reward schedule's phase (data.reward_schedule), as a step curve.
                 **(
                     {"reward/phase": float(datamodule.reward_phase)}
