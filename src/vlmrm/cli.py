@@ -72,6 +72,16 @@ def _run(command: str, rest: list[str], argv: Sequence[str] | None) -> int:
         from vlmrm.checks.command import main as check_main
 
         return check_main(rest)
+    # What can be answered without Lightning is answered from the cache: the help text, and
+    # the mistakes in options and config files that the option schema can decide.
+    from vlmrm import cli_cache
+
+    if cli_cache.help_requested(rest) and (text := cli_cache.cached_help(command)):
+        sys.stdout.write(text)
+        return 0
+    entry = cli_cache.cached(command)
+    if entry is not None and entry["schema"] is not None:
+        cli_cache.check_arguments(command, rest, entry["schema"])
     # Imported here: `vlmrm score` should not pay for importing Lightning and TorchRL.
     from vlmrm.training_cli import run_training_cli
 

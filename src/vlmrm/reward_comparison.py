@@ -19,16 +19,22 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
-from tensordict import TensorDict, TensorDictBase
 
-from vlmrm.checks.metrics import RewardStatistics, evaluate_rewards, pearson, spearman
 from vlmrm.cli import OneLineArgumentParser
 from vlmrm.errors import ConfigError, InputFileError
 from vlmrm.keys import GT_REWARD, IMAGE_EMBEDDING, NEXT, SUCCESS
+
+if TYPE_CHECKING:
+    import torch
+    from tensordict import TensorDict, TensorDictBase
+
+    from vlmrm.checks.metrics import RewardStatistics
+
+# torch, TensorDict and the metrics are imported where they are used, so that
+# `vlmrm compare-rewards --help` and a wrong run directory answer without importing them.
 
 __all__ = ["RewardComparison", "compare_rewards", "format_histograms", "load_buffer", "main"]
 
@@ -74,6 +80,8 @@ def compare_rewards(
     each of ``alternatives`` (``(name, {argument: value})``, applied on top of the reward as
     it is) and compare with the stored success label and env reward. ``reward`` is left as it
     was, also when an alternative is refused."""
+
+    from vlmrm.checks.metrics import evaluate_rewards, pearson, spearman
     from vlmrm.relabel import relabel_rewards
 
     success = stored.get(SUCCESS).reshape(-1).double()
@@ -110,6 +118,8 @@ def compare_rewards(
 def load_buffer(checkpoint: dict[str, Any]) -> TensorDict:
     """The ``"next"`` entries ``[M]`` of the replay buffer in a loaded checkpoint (rank 0's part
     for a multi-rank run)."""
+    from tensordict import TensorDict
+
     data = checkpoint.get("RLDataModule", {})
     buffer = data.get("replay_buffer")
     if buffer is None:
@@ -229,6 +239,8 @@ def format_histograms(
 ) -> str:
     """Text histograms of each reward on success and other transitions: the share of each
     class in ``bins`` equal bins spanning that reward's range (what ``--plot`` draws)."""
+    import torch
+
     is_success = success.reshape(-1) > 0.5
     lines = []
     for r in results:
@@ -285,10 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from vlmrm.checkpointing import load_checkpoint_file
-
     args = build_parser().parse_args(argv)
     checkpoint_path, config_file = _resolve(args.run)
+    from vlmrm.checkpointing import load_checkpoint_file
+
     checkpoint = load_checkpoint_file(checkpoint_path, map_location="cpu")
     stored = load_buffer(checkpoint)
     data = checkpoint.get("RLDataModule", {})

@@ -13,14 +13,19 @@ import csv
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from vlmrm.cli import OneLineArgumentParser
 from vlmrm.errors import ConfigError
 from vlmrm.media import collect_media_files, pyplot, read_frames, save_figure
-from vlmrm.rewards.transforms import CLIPReward, SigLIPReward
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from vlmrm.rewards.transforms import CLIPReward
+
+# torch and the reward models are imported where they are used: `vlmrm score --help` and the
+# mistakes found before a model is loaded answer without importing them.
 
 __all__ = ["FrameScore", "build_parser", "main", "score_frames"]
 
@@ -76,6 +81,8 @@ def _batches_of_equal_shape(
     paths: Sequence[Path], batch_size: int
 ) -> Iterator[tuple[list[str], np.ndarray]]:
     """Stream ``(labels, frames [b, H, W, 3])``: consecutive frames of one size, at most b."""
+    import numpy as np
+
     labels: list[str] = []
     frames: list[np.ndarray] = []
     for path in paths:
@@ -93,6 +100,8 @@ def score_frames(
     reward: CLIPReward, paths: Sequence[str | Path], batch_size: int = 32
 ) -> list[FrameScore]:
     """Score every frame of ``paths`` (files or folders) with ``reward``, in batches."""
+    import torch
+
     scores: list[FrameScore] = []
     files = collect_media_files(paths)
     for labels, frames in _batches_of_equal_shape(files, batch_size):
@@ -108,6 +117,8 @@ def score_frames(
 
 
 def _print_table(scores: Sequence[FrameScore], has_baseline: bool) -> None:
+    import numpy as np
+
     width = max(10, *(len(s.label) for s in scores))
     header = f"{'#':>5}  {'frame':<{width}}  {'reward':>9}  {'cos(goal)':>9}"
     header += f"  {'cos(base)':>9}" if has_baseline else ""
@@ -179,8 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     (``vlmrm`` prints it as one message and exits with status 2)."""
     args = build_parser().parse_args(argv)
     _check_options(args)
-    reward_class = SigLIPReward if args.reward == "siglip" else CLIPReward
     files = collect_media_files(args.paths)
+    from vlmrm.rewards.transforms import CLIPReward, SigLIPReward
+
+    reward_class = SigLIPReward if args.reward == "siglip" else CLIPReward
     reward = reward_class(
         model=args.model,
         goal_prompts=args.goal,

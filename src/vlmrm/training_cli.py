@@ -9,6 +9,8 @@ last`` continues the newest run of that name in its own directory.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import signal
@@ -24,6 +26,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from vlmrm import cli_cache
 from vlmrm.callbacks import (
     CheckpointOnInterrupt,
     EnvStepCheckpoint,
@@ -37,7 +40,7 @@ from vlmrm.checkpointing import (
     load_checkpoint_file,
 )
 from vlmrm.checks.preflight import RewardPreflight
-from vlmrm.data import RLDataModule
+from vlmrm.data import CloseDataOnException, RLDataModule
 from vlmrm.errors import ConfigError, UserInputError
 from vlmrm.interrupts import install_interrupt_handlers
 from vlmrm.sac import SAC
@@ -152,6 +155,31 @@ class VLMRMCLI(LightningCLI):
             if isinstance(launcher, _SubprocessScriptLauncher) and self.trainer.global_rank == 0:
                 launcher.kill(signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
             raise
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Check the command line against the parser's options (as ``vlmrm`` does from the
+        cache before importing anything: the same messages either way) and cache the option
+        schema and the help text for the next ``vlmrm`` call (see :mod:`vlmrm.cli_cache`)."""
+        argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+        subcommands = getattr(parser, "_subcommands_action", None)
+        if not argv or subcommands is None or argv[0] not in subcommands._name_parser_map:
+            return super().parse_arguments(parser, args)
+        command, rest = argv[0], [str(arg) for arg in argv[1:]]
+        schema = cli_cache.schema_from_parser(subcommands._name_parser_map[command])
+        cli_cache.store(command, schema=schema)
+        cli_cache.check_arguments(command, rest, schema)
+        if not cli_cache.help_requested(rest):
+            return super().parse_arguments(parser, args)
+        output = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(output):
+                super().parse_arguments(parser, args)
+        except SystemExit as done:
+            if done.code in (None, 0):
+                cli_cache.store(command, help_text=output.getvalue())
+            raise
+        finally:
+            sys.stdout.write(output.getvalue())
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for attribute in SPEC_LINKS:
@@ -319,7 +347,7 @@ def _run(args: Sequence[str] | None, run: bool, inherited: str | None) -> VLMRMC
             parser_kwargs={"parser_mode": "omegaconf"},
             save_config_kwargs={"overwrite": True},
             trainer_defaults={
-                "callbacks": [TrainMetrics(), CheckpointOnInterrupt()],
+                "callbacks": [TrainMetrics(), CheckpointOnInterrupt(), CloseDataOnException()],
                 "max_epochs": -1,  # data.total_frames (env steps) ends the run
                 "num_sanity_val_steps": 0,
                 "log_every_n_steps": 1,

@@ -10,19 +10,28 @@ frame set), :mod:`~vlmrm.checks.report` (table, JSON, figures), :mod:`~vlmrm.che
 
 from __future__ import annotations
 
-from vlmrm.checks.check import CheckResult, assess, check_reward
-from vlmrm.checks.frames import FrameSet, LabelledFrames, make_frame_set
-from vlmrm.checks.metrics import (
-    RewardStatistics,
-    auroc,
-    best_f1_threshold,
-    epic_distance,
-    evaluate_rewards,
-    pearson,
-    spearman,
-    value_order_correlation,
-)
-from vlmrm.checks.preflight import RewardPreflight
+import importlib
+from typing import Any
+
+# Where each name lives; imported on first use (PEP 562), so that `vlmrm check-reward --help`
+# and the imports of one submodule do not load every model and plotting library.
+_LOCATIONS = {
+    "CheckResult": "check",
+    "assess": "check",
+    "check_reward": "check",
+    "FrameSet": "frames",
+    "LabelledFrames": "frames",
+    "make_frame_set": "frames",
+    "RewardStatistics": "metrics",
+    "auroc": "metrics",
+    "best_f1_threshold": "metrics",
+    "epic_distance": "metrics",
+    "evaluate_rewards": "metrics",
+    "pearson": "metrics",
+    "spearman": "metrics",
+    "value_order_correlation": "metrics",
+    "RewardPreflight": "preflight",
+}
 
 __all__ = [
     "CheckResult",
@@ -41,3 +50,9 @@ __all__ = [
     "spearman",
     "value_order_correlation",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LOCATIONS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_LOCATIONS[name]}"), name)

@@ -117,11 +117,6 @@ def _output_folder(args: argparse.Namespace, config) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``vlmrm check-reward``; a user mistake raises :class:`~vlmrm.errors.UserInputError`
     (``vlmrm`` prints it as one message and exits with status 2)."""
-    from vlmrm.checks.check import assess, check_reward, describe_reward
-    from vlmrm.checks.frames import FolderFrames, make_frame_set
-    from vlmrm.checks.report import format_report, write_figures, write_report
-    from vlmrm.training_cli import run_training_cli
-
     parser = build_parser()
     argv = list(sys.argv[2:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
@@ -132,6 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--frames {args.frames} must be a positive integer (e.g. 1000).")
     if args.out is not None and args.out.is_file():
         raise ConfigError(f"--out {str(args.out)!r} is a file; give a folder.")
+    # Imported once the command line is known to be sound (they load the models' libraries).
+    from vlmrm.checks.check import assess, check_reward, describe_reward
+    from vlmrm.checks.frames import FolderFrames, make_frame_set
+    from vlmrm.checks.report import format_report, write_figures, write_report
+    from vlmrm.training_cli import run_training_cli
+
     frame_set = FolderFrames(args.labels) if args.labels is not None else None
 
     # The same parser, files and overrides as `vlmrm fit`; run=False builds the env config
