@@ -129,9 +129,11 @@ def test_two_cpu_ranks_train_one_policy_with_distinct_envs(tmp_path):
 
     # Resume with the same two ranks, a larger budget and a changed reward scale: the run
     # continues in place, and each rank relabels its own buffer (from the stored env reward).
+    # The resumed part collects in the overlapped order (data.overlap): each rank's worker
+    # thread collects while its learner trains, the statistics still merge over both ranks.
     command = [
         sys.executable, "-m", "vlmrm.cli", *fit_arguments(tmp_path, 640), "--trainer.devices", "2",
-        "--ckpt_path", "last", "--data.reward.init_args.scale", "2.0",
+        "--ckpt_path", "last", "--data.reward.init_args.scale", "2.0", "--data.overlap", "true",
     ]  # fmt: skip
     result = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600

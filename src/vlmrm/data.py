@@ -26,7 +26,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from torch.utils.data import DataLoader, IterableDataset
 from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, ReplayBuffer
@@ -34,8 +34,13 @@ from torchrl.data.replay_buffers.samplers import RandomSampler
 
 from vlmrm.callbacks.media_logging import log_metrics
 from vlmrm.envs import EnvConfig, make_env
+from vlmrm.envs.snapshot import batched_env_states, set_batched_env_states
 from vlmrm.errors import CheckpointError, ConfigError
-from vlmrm.interrupts import deferred_interrupts
+from vlmrm.interrupts import (
+    deferred_interrupts,
+    hold_interrupts_until_released,
+    release_held_interrupts,
+)
 from vlmrm.keys import (
     ACTION,
     DONE,
@@ -54,7 +59,7 @@ from vlmrm.overlap import BackgroundCollection
 from vlmrm.relabel import RewardSchedule, describe_change, relabel_buffer
 from vlmrm.rewards import GroundTruthReward, RewardTransform, VLMReward
 
-__all__ = ["CloseDataOnException", "EpisodeTracker", "RLDataModule"]
+__all__ = ["CloseDataOnException", "EpisodeTracker", "HoldInterruptsDuringBatches", "RLDataModule"]
 
 # What the replay buffer keeps of each transition (never the pixels). The reward is stored raw
 # (before standardisation and mixing); the reward to learn from is computed when a minibatch
@@ -149,24 +154,52 @@ class _CollectStream(IterableDataset):
         dm = self.datamodule
         if dm.pending_index is not None:
             # Not cleared here: Lightning asks for the next batch before training on this one.
-            yield dm.minibatches(dm.pending_index)
-        while dm.global_env_steps < dm.total_frames:
-            dm.advance_reward_schedule()
-            dm.collect_once()
-            if dm.global_env_steps < dm.learning_starts or len(dm.replay_buffer) == 0:
-                continue
+            yield dm.minibatches(dm.pending_index, dm.pending_reward)
+        # From a checkpoint: the random streams continue from here, where the interrupted
+        # run's next draw came (after what Lightning draws when a fit starts).
+        dm.resume_random_streams()
+        while True:
+            # The previous training batch is over (callbacks and logging included): a signal
+            # held during it is raised now, before anything new is collected.
+            release_held_interrupts()
+            # Whole updates owed before collecting: a run interrupted after storing a batch
+            # but before sampling its updates samples them first, as it would have.
+            if dm.update_credit < 1 or len(dm.replay_buffer) == 0:
+                if dm.global_env_steps >= dm.total_frames:
+                    break
+                dm.advance_reward_schedule()
+                dm.collect_once()
+                if dm.global_env_steps < dm.learning_starts or len(dm.replay_buffer) == 0:
+                    continue
             with deferred_interrupts():  # the owed updates and their sample change together
                 updates = dm.take_updates()
                 batch = dm.sample_updates(updates) if updates else None
             if batch is not None:
                 yield batch
+        release_held_interrupts()
         # Lightning asks past the end while holding the last batch, which it trains on right
         # after: a checkpoint written then must not yield that batch again.
-        dm.pending_index = None
+        dm.pending_index = dm.pending_reward = None
         # The run is measured in env steps: stop the trainer (whose epoch count is unbounded,
         # so that a finished run resumed with a larger total_frames goes on).
         if dm.trainer is not None:
             dm.trainer.should_stop = True
+
+
+class HoldInterruptsDuringBatches(L.Callback):
+    """Ctrl-C or SIGTERM during a training batch (its K updates, its callbacks, Lightning's
+    logging of its metrics) takes effect when the data stream is asked for the next batch, so
+    the interrupt checkpoint holds the whole step, its logged row included, and a resumed run
+    logs exactly what an uninterrupted one does (see :mod:`vlmrm.interrupts`)."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        hold_interrupts_until_released()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        release_held_interrupts(raise_pending=False)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        release_held_interrupts(raise_pending=False)
 
 
 class CloseDataOnException(L.Callback):
@@ -385,6 +418,8 @@ class RLDataModule(L.LightningDataModule):
         self.env_steps = 0
         self.update_credit = 0.0  # fractional SAC updates owed by the steps collected so far
         self.pending_index: torch.Tensor | None = None  # sampled, not yet trained on
+        # The rewards it was sampled with: a checkpoint may come after newer statistics.
+        self.pending_reward: torch.Tensor | None = None
         self.tracker = EpisodeTracker(num_envs)
         self.latest: dict[str, Any] = {}  # rates of the newest collection
         # (collection number, finished episodes) of recent collections, read by the metrics
@@ -396,6 +431,9 @@ class RLDataModule(L.LightningDataModule):
         self._collector = None
         self._collector_iter = None
         self._background: BackgroundCollection | None = None  # data.overlap's worker
+        # From a checkpoint, applied when collection resumes (see _continue_episodes).
+        self._resume_carry: dict[str, Any] | None = None
+        self._resume_rng: dict[str, Any] | None = None
         self._read_specs()
 
     def _read_specs(self) -> None:
@@ -568,6 +606,7 @@ class RLDataModule(L.LightningDataModule):
             "update_credit": self.update_credit,
             "refill_steps": self.refill_steps,
             "pending_index": self.pending_index if with_buffer else None,
+            "pending_reward": self.pending_reward if with_buffer else None,
             "reward_fingerprint": self.reward.fingerprint(),
             "embedding_fingerprint": self.reward.embedding_fingerprint(),
             "reward_phase": self.reward_phase,
@@ -575,6 +614,13 @@ class RLDataModule(L.LightningDataModule):
             **({"replay_buffer": self.replay_buffer.state_dict()} if with_buffer else {}),
             "reward": self.reward.state_dict(),
             "episode_sums": self.tracker.sums.clone(),
+            # The envs' own state and the collector's carried step, so that a resume continues
+            # the episodes in progress (sequential order, envs in this process).
+            "env_carry": self._env_carry() if with_buffer else None,
+            # Episodes the metrics may not have logged yet (see finished_episodes_since).
+            "collections": self._collections,
+            "latest": dict(self.latest),  # the newest collection's rates, logged with its step
+            "finished": [{"collection": n, **episodes} for n, episodes in self._finished],
             "rng": _rng_states(),
             "env": {name: getattr(self.env_config, name) for name in ENV_IDENTITY_FIELDS},
             "observation_dim": self.observation_dim,
@@ -627,19 +673,31 @@ class RLDataModule(L.LightningDataModule):
         # The schedule's phase of the restored step, then the stored statistics.
         self._enter_phase(self.reward_schedule.phase_at(self.global_env_steps))
         self.reward.load_state_dict(state_dict["reward"])
-        _set_rng_states(state_dict["rng"])
-        # (Episode sums are not restored: the resumed envs start new episodes.)
+        # Restored when collection resumes (see _start_collector), after Lightning has drawn
+        # what it draws when a fit starts, so the random streams continue where they were.
+        self._resume_rng = state_dict["rng"]
+        carry = state_dict.get("env_carry")
+        if has_buffer and carry is not None and not self.overlap and not self.parallel:
+            self._resume_carry = carry
+            self.tracker.sums.copy_(state_dict["episode_sums"])  # the same episodes go on
+        self._collections = int(state_dict.get("collections", 0))
+        self.latest = dict(state_dict.get("latest", {}))
+        self._finished.clear()
+        for entry in state_dict.get("finished", []):
+            episodes = {k: v for k, v in entry.items() if k != "collection"}
+            self._finished.append((int(entry["collection"]), episodes))
         if has_buffer:
             self.update_credit = float(state_dict["update_credit"])
             self.refill_steps = int(state_dict.get("refill_steps", 0))
             self.pending_index = state_dict["pending_index"]
+            self.pending_reward = state_dict.get("pending_reward")
             self.replay_buffer.load_state_dict(state_dict["replay_buffer"])
             saved = state_dict.get("reward_fingerprint")
             if saved is not None and saved != self.reward.fingerprint():
                 self._reward_changed_since(saved, state_dict.get("embedding_fingerprint"))
         else:
             self.update_credit = 0.0
-            self.pending_index = None
+            self.pending_index = self.pending_reward = None
             self.refill_steps = math.ceil(self.learning_starts / self.world_size)
             rank_zero_info(
                 "vlmrm: resuming without a replay buffer; refilling it with "
@@ -707,6 +765,7 @@ class RLDataModule(L.LightningDataModule):
         self._relabel(saved, "resumed with a changed reward")
 
     def _relabel(self, before: dict[str, Any], why: str) -> None:
+        self.pending_reward = None  # the pending batch learns from the new reward too
         report = relabel_buffer(
             self.replay_buffer, self.reward, all_reduce=self.reward.statistics_all_reduce
         )
@@ -738,10 +797,12 @@ class RLDataModule(L.LightningDataModule):
         if root.type == "cuda" and os.environ.get("MUJOCO_GL", "egl") == "egl":
             # MuJoCo renders on this rank's GPU (set before the first GL context is made).
             os.environ.setdefault("MUJOCO_EGL_DEVICE_ID", str(root.index or 0))
-        # A resumed run gets fresh env seeds (offset by the steps already taken), so it does
-        # not replay the episodes it began with; its envs start new episodes, so the restored
-        # sums of the interrupted ones are dropped rather than added to the new ones.
-        self.tracker.sums.zero_()
+        # Without a saved env state (worker-process envs, overlap, older checkpoints) a
+        # resumed run gets fresh env seeds (offset by the steps already taken), so it does not
+        # replay the episodes it began with; its envs start new episodes, so the restored sums
+        # of the interrupted ones are dropped rather than added to the new ones.
+        if self._resume_carry is None:
+            self.tracker.sums.zero_()
         self._env = make_env(
             self.env_config,
             num_envs=self.num_envs,
@@ -754,20 +815,24 @@ class RLDataModule(L.LightningDataModule):
             # The worker acts with its own copy of the actor, refreshed before each collection,
             # so the learner's in-place updates never land in the middle of a rollout.
             policy = copy.deepcopy(policy)
-        self._collector = Collector(
-            self._env,
-            policy,
-            frames_per_batch=self.frames_per_batch,
-            total_frames=-1,
-            init_random_frames=max(
-                0, math.ceil(self.learning_starts / self.world_size) - self.env_steps
-            ),
-            policy_device=module.device,
-            env_device="cpu",
-            storing_device="cpu",
-            auto_register_policy_transforms=False,
-        )
+        # Building the collector resets the envs; it must not draw from the training's random
+        # streams (an uninterrupted run built it long before the checkpoint).
+        with torch.random.fork_rng(devices=[]):
+            self._collector = Collector(
+                self._env,
+                policy,
+                frames_per_batch=self.frames_per_batch,
+                total_frames=-1,
+                init_random_frames=max(
+                    0, math.ceil(self.learning_starts / self.world_size) - self.env_steps
+                ),
+                policy_device=module.device,
+                env_device="cpu",
+                storing_device="cpu",
+                auto_register_policy_transforms=False,
+            )
         self._collector_iter = iter(self._collector)
+        self._continue_episodes()
         if self.overlap:
             acting = policy.module.actor
             learning = module.actor
@@ -784,6 +849,37 @@ class RLDataModule(L.LightningDataModule):
                 device=self.reward.backbone.device if isinstance(self.reward, VLMReward) else "cpu",
             )
             self._background.start()
+
+    def _env_carry(self) -> dict[str, Any] | None:
+        """The envs' states and the collector's carried step (observation, frame, done flags,
+        trajectory ids), or None where they cannot be saved exactly: envs in worker
+        processes, or a collection in flight on the overlap worker."""
+        if self._collector is None or self.overlap:
+            return None
+        states = batched_env_states(self._env)
+        if states is None:
+            return None
+        carrier = self._collector._carrier
+        return {
+            "envs": states,
+            "carrier": carrier.clone().to_dict(),
+            "batch_size": list(carrier.batch_size),
+        }
+
+    def _continue_episodes(self) -> None:
+        """After a resume: put the envs back in the states they had at the checkpoint, so the
+        episodes in progress go on."""
+        carry, self._resume_carry = self._resume_carry, None
+        if carry is not None:
+            set_batched_env_states(self._env, carry["envs"])
+            saved = TensorDict(carry["carrier"], batch_size=carry["batch_size"])
+            self._collector._carrier.update(saved)
+
+    def resume_random_streams(self) -> None:
+        """Restore the random generators' states of a checkpoint (once, after a resume)."""
+        rng, self._resume_rng = self._resume_rng, None
+        if rng is not None:
+            _set_rng_states(rng)
 
     @contextmanager
     def collection_paused(self) -> Iterator[None]:
@@ -802,9 +898,12 @@ class RLDataModule(L.LightningDataModule):
         if self._collector is None:
             self._start_collector()
         if self._background is None:
-            start = time.perf_counter()
-            batch = next(self._collector_iter)
-            self.store_batch(batch, collect_s=time.perf_counter() - start)
+            # An interrupt waits until the batch is stored: the envs' states in a checkpoint
+            # always match the steps in the buffer.
+            with deferred_interrupts():
+                start = time.perf_counter()
+                batch = next(self._collector_iter)
+                self.store_batch(batch, collect_s=time.perf_counter() - start)
             return
         collected = self._background.take()
         batch, reward_s = collected.batch, collected.reward_s
@@ -894,19 +993,25 @@ class RLDataModule(L.LightningDataModule):
             self.replay_buffer.storage, updates * self.local_batch_size
         )[0]
         self.pending_index = torch.as_tensor(index)
-        return self.minibatches(self.pending_index)
+        batch = self.minibatches(self.pending_index)
+        self.pending_reward = batch.get((NEXT, REWARD)).reshape(-1)
+        return batch
 
-    def minibatches(self, index: torch.Tensor) -> TensorDictBase:
+    def minibatches(
+        self, index: torch.Tensor, reward: torch.Tensor | None = None
+    ) -> TensorDictBase:
         """The stored transitions at ``index`` ``[K * b]`` as ``[K, b]`` minibatches, with the
         reward to learn from computed now: the stored raw rewards standardised with the newest
         running statistics and mixed with the env's reward (see
-        :meth:`~vlmrm.rewards.RewardTransform.final_reward`)."""
+        :meth:`~vlmrm.rewards.RewardTransform.final_reward`), unless given as ``reward``
+        ``[K * b]`` (the pending batch of a checkpoint, as it was sampled)."""
         sample = self.replay_buffer.storage[index]
         next_data = sample.get(NEXT)
         gt_reward = next_data.get(GT_REWARD, None)
         raw_reward = next_data.get(RAW_REWARD)
-        reward = self.reward.final_reward(
-            raw_reward.reshape(-1), None if gt_reward is None else gt_reward.reshape(-1)
-        )
+        if reward is None:
+            reward = self.reward.final_reward(
+                raw_reward.reshape(-1), None if gt_reward is None else gt_reward.reshape(-1)
+            )
         next_data.set(REWARD, reward.reshape(raw_reward.shape).to(raw_reward.dtype))
         return sample.reshape(-1, self.local_batch_size)

@@ -22,23 +22,52 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["deferred_interrupts", "install_interrupt_handlers"]
+__all__ = [
+    "deferred_interrupts",
+    "hold_interrupts_until_released",
+    "install_interrupt_handlers",
+    "release_held_interrupts",
+]
 
 _depth = 0  # nesting level of deferred_interrupts sections (signals arrive on the main thread)
 _pending_signal: int | None = None
+# Set from the start of a training batch until the data stream asks for the next one: a signal
+# in between waits for the batch's callbacks (metrics, checkpoints, evaluation) and Lightning's
+# logging to finish, so the interrupt checkpoint holds the whole step and its logged row.
+_holding = False
 
 
 def _handler(signum: int, frame: Any) -> None:
     global _pending_signal
-    if _depth > 0:
+    if _depth > 0 or (_holding and _pending_signal is None):
         if _pending_signal is None:
             print(
-                f"vlmrm: signal {signum} received; finishing the current step, then saving",
+                f"vlmrm: signal {signum} received; finishing the current step, then saving "
+                "(press Ctrl-C again to stop sooner)",
                 file=sys.stderr,
             )
         _pending_signal = signum
         return
+    # A second signal while only the batch's callbacks are running stops at once.
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def hold_interrupts_until_released() -> None:
+    """Defer Ctrl-C and SIGTERM from now until :func:`release_held_interrupts` (the end of a
+    training batch: its callbacks and Lightning's logging included)."""
+    global _holding
+    _holding = True
+
+
+def release_held_interrupts(raise_pending: bool = True) -> None:
+    """End a hold; raise a signal that arrived during it as ``KeyboardInterrupt`` (unless
+    ``raise_pending`` is false, e.g. when the run is ending with another exception)."""
+    global _holding, _pending_signal
+    _holding = False
+    if _depth == 0 and _pending_signal is not None:
+        signum, _pending_signal = _pending_signal, None
+        if raise_pending:
+            raise KeyboardInterrupt(f"signal {signum}")
 
 
 @contextmanager
@@ -54,7 +83,7 @@ def deferred_interrupts() -> Iterator[None]:
         yield
     finally:
         _depth -= 1
-    if _depth == 0 and _pending_signal is not None:
+    if _depth == 0 and _pending_signal is not None and not _holding:
         signum, _pending_signal = _pending_signal, None
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -73,5 +102,6 @@ def install_interrupt_handlers() -> Iterator[None]:
     try:
         yield
     finally:
+        release_held_interrupts(raise_pending=False)
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)

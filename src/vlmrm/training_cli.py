@@ -40,7 +40,7 @@ from vlmrm.checkpointing import (
     load_checkpoint_file,
 )
 from vlmrm.checks.preflight import RewardPreflight
-from vlmrm.data import CloseDataOnException, RLDataModule
+from vlmrm.data import CloseDataOnException, HoldInterruptsDuringBatches, RLDataModule
 from vlmrm.errors import ConfigError, UserInputError
 from vlmrm.interrupts import install_interrupt_handlers
 from vlmrm.sac import SAC
@@ -347,7 +347,12 @@ def _run(args: Sequence[str] | None, run: bool, inherited: str | None) -> VLMRMC
             parser_kwargs={"parser_mode": "omegaconf"},
             save_config_kwargs={"overwrite": True},
             trainer_defaults={
-                "callbacks": [TrainMetrics(), CheckpointOnInterrupt(), CloseDataOnException()],
+                "callbacks": [
+                    HoldInterruptsDuringBatches(),
+                    TrainMetrics(),
+                    CheckpointOnInterrupt(),
+                    CloseDataOnException(),
+                ],
                 "max_epochs": -1,  # data.total_frames (env steps) ends the run
                 "num_sanity_val_steps": 0,
                 "log_every_n_steps": 1,

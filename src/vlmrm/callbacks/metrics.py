@@ -40,6 +40,13 @@ class TrainMetrics(L.Callback):
         self._batch_start = 0.0
         self._seen_collections = 0  # episodes of collections up to this one are logged
 
+    def state_dict(self) -> dict[str, Any]:
+        # A resumed run logs the episodes of the collections after this one, no others.
+        return {"seen_collections": self._seen_collections}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._seen_collections = int(state_dict.get("seen_collections", 0))
+
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
     ) -> None:

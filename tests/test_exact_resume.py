@@ -1,0 +1,198 @@
+"""Exact resume: a run interrupted and resumed ends bit for bit like the same run without
+interruption (weights, optimiser states, replay buffer, reward statistics, logged metrics),
+in the strictly sequential order with envs in this process (``data.parallel: false``,
+``data.overlap: false``), where the checkpoint holds the envs' own state and the collector's
+carried step, so the episodes in progress go on."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from tests.test_training import QUICK, fit, load
+from vlmrm.rewards import GroundTruthReward
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# Standardised rewards (running statistics in the checkpoint), episodes of 50 steps that cross
+# collections of 50 steps over 2 envs (so every interruption lands mid-episode), a CSV log.
+RUN = [
+    "--data.total_frames", "700",
+    "--data.updates_per_step", "0.2",
+    "--data.reward.init_args.standardize", "true",
+    "--model.policy_delay", "2",
+    "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+    "--trainer.logger.init_args.save_dir", "runs",
+    "--evaluation.every_n_env_steps", "null",
+]  # fmt: skip
+
+
+class InterruptAtSteps(L.Callback):
+    """A real Ctrl-C (SIGINT to this process) at the end of the training steps numbered in
+    ``VLMRM_TEST_INTERRUPT_AT`` (global steps, comma-separated), each once per process."""
+
+    def __init__(self) -> None:
+        raw = os.environ.get("VLMRM_TEST_INTERRUPT_AT", "")
+        self.steps = {int(s) for s in raw.split(",") if s}
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step in self.steps:
+            self.steps.discard(trainer.global_step)
+            signal.raise_signal(signal.SIGINT)
+
+
+class SignalDuringCollection(GroundTruthReward):
+    """The env's reward, with a real SIGTERM sent to this process while it scores the
+    collection numbered ``VLMRM_TEST_SIGNAL_AT_CALL`` (counted per process)."""
+
+    calls = 0
+
+    def compute_reward(self, steps):
+        SignalDuringCollection.calls += 1
+        if str(SignalDuringCollection.calls) == os.environ.get("VLMRM_TEST_SIGNAL_AT_CALL"):
+            signal.raise_signal(signal.SIGTERM)
+        return super().compute_reward(steps)
+
+
+def final_state(run_dir: Path) -> dict:
+    """What must be identical: the whole last checkpoint (weights, optimisers, buffer,
+    statistics, counters) except wall-clock fields, and the logged metrics."""
+    checkpoint = load(run_dir / "checkpoints" / "last.ckpt")
+    data = checkpoint["RLDataModule"]
+    rows = {}
+    with (run_dir / "metrics.csv").open() as file:
+        for row in csv.DictReader(file):
+            # Rates are wall-clock measurements; everything else must match.
+            kept = {k: v for k, v in row.items() if v != "" and not k.startswith("time/")}
+            if len(kept) > 1:
+                rows.setdefault(row["step"], {}).update(kept)
+    return {
+        "weights": checkpoint["state_dict"],
+        "optimizers": checkpoint["optimizer_states"],
+        "global_step": checkpoint["global_step"],
+        # The filled part of the storage (the rest is uninitialised memory).
+        "buffer": _first(data["replay_buffer"]["_storage"]["_storage"], data["env_steps"]),
+        "sampler": data["replay_buffer"]["_sampler"],
+        "reward": data["reward"],
+        "env_steps": data["env_steps"],
+        "episode_sums": data["episode_sums"],
+        "rows": rows,
+    }
+
+
+def _first(tree, n: int):
+    if isinstance(tree, dict):
+        return {key: _first(value, n) for key, value in tree.items()}
+    return tree[:n]
+
+
+def assert_identical(a, b, path: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype, path
+        assert torch.equal(a, b), f"{path}: max difference {(a.double() - b.double()).abs().max()}"
+    elif isinstance(a, dict):
+        assert set(a) == set(b), f"{path}: keys {sorted(set(a) ^ set(b))}"
+        for key in a:
+            assert_identical(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_identical(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def test_ctrl_c_twice_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path, monkeypatch):
+    fit(tmp_path / "a", *RUN, config="cartpole_gt.yaml")
+    (uninterrupted,) = (tmp_path / "a" / "run").iterdir()
+
+    interrupt = "--trainer.callbacks+=tests.test_exact_resume.InterruptAtSteps"
+    monkeypatch.setenv("VLMRM_TEST_INTERRUPT_AT", "20,50")  # after 2 and after 5 steps
+    with pytest.raises(SystemExit):
+        fit(tmp_path / "b", *RUN, interrupt, config="cartpole_gt.yaml")
+    with pytest.raises(SystemExit):
+        fit(tmp_path / "b", *RUN, interrupt, "--ckpt_path", "last", config="cartpole_gt.yaml")
+    (resumed,) = (tmp_path / "b" / "run").iterdir()
+    assert load(resumed / "checkpoints" / "last.ckpt")["global_step"] == 50
+    fit(tmp_path / "b", *RUN, interrupt, "--ckpt_path", "last", config="cartpole_gt.yaml")
+
+    a, b = final_state(uninterrupted), final_state(resumed)
+    assert a["env_steps"] == 700 and a["global_step"] == 120  # (700 - 100) * 0.2 updates
+    assert len(a["rows"]) > 5
+    assert_identical(a, b)
+
+
+def test_sigterm_during_a_collection_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(
+    tmp_path, monkeypatch
+):
+    """The signal lands while a batch is collected and scored (after Lightning fetched the one
+    it trains on next): the batch is stored, the run stops before sampling its updates, and
+    the resumed run samples them first, as the uninterrupted one did."""
+    reward = ["--data.reward", "tests.test_exact_resume.SignalDuringCollection"]
+    fit(tmp_path / "a", *RUN, *reward, config="cartpole_gt.yaml")
+    (uninterrupted,) = (tmp_path / "a" / "run").iterdir()
+    monkeypatch.setenv("VLMRM_TEST_SIGNAL_AT_CALL", "6")  # the 4th collection after learning
+    SignalDuringCollection.calls = 0
+    with pytest.raises(SystemExit):
+        fit(tmp_path / "b", *RUN, *reward, config="cartpole_gt.yaml")
+    (resumed,) = (tmp_path / "b" / "run").iterdir()
+    interrupted = load(resumed / "checkpoints" / "last.ckpt")["RLDataModule"]
+    assert interrupted["env_steps"] == 300 and interrupted["update_credit"] >= 1
+    monkeypatch.delenv("VLMRM_TEST_SIGNAL_AT_CALL")
+    fit(tmp_path / "b", *RUN, *reward, "--ckpt_path", "last", config="cartpole_gt.yaml")
+    assert_identical(final_state(uninterrupted), final_state(resumed))
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_subprocess_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(
+    tmp_path,
+):
+    """A real SIGTERM to `vlmrm fit` at a moment the test does not choose (after the first
+    checkpoint), then `--ckpt_path last`: the same end as without the signal."""
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    environment.pop("VLMRM_RUN_DIR", None)
+
+    def command(root: Path, *extra: str) -> list[str]:
+        return [
+            sys.executable, "-m", "vlmrm.cli", "fit",
+            "--config", str(REPO / "configs" / "cartpole_gt.yaml"), *QUICK, *RUN,
+            "--data.total_frames", "2000",
+            "--trainer.default_root_dir", str(root), "--run_name", "run", *extra,
+        ]  # fmt: skip
+
+    done = subprocess.run(command(tmp_path / "a"), env=environment, capture_output=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (uninterrupted,) = (tmp_path / "a" / "run").iterdir()
+
+    process = subprocess.Popen(command(tmp_path / "b"), env=environment, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "b").glob("run/*/checkpoints/last.ckpt")):
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint came"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode != 0, "the run ended before the signal"
+    assert b"signal" in stderr
+    (resumed,) = (tmp_path / "b" / "run").iterdir()
+    steps_at_signal = load(resumed / "checkpoints" / "last.ckpt")["RLDataModule"]["env_steps"]
+    assert 0 < steps_at_signal < 1000
+    done = subprocess.run(
+        command(tmp_path / "b", "--ckpt_path", "last"), env=environment, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_identical(final_state(uninterrupted), final_state(resumed))

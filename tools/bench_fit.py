@@ -1,0 +1,347 @@
+"""Benchmark: end-to-end env steps per second of a real ``vlmrm fit``, sequential and
+overlapped (``data.overlap``), next to each stage alone and to a reference-style pipeline.
+
+For each task it measures, in one process, one after another:
+
+- ``fit (sequential)`` / ``fit (overlap)``: ``vlmrm fit`` on the task's config, timed from its
+  first training step (after ``learning_starts``) over ``--steps`` env steps;
+- ``env only``: the same envs (same workers) and policy in a TorchRL collector, no reward;
+- ``reward only``: the reward model scoring collected batches (frames/s = env steps/s);
+- ``updates only``: the SAC updates of those steps, as env steps/s (updates/s divided by
+  ``updates_per_step``);
+- ``reference-style``: the pipeline of the paper's reference implementation, stable-baselines3
+  over ``SubprocVecEnv`` (SAC; DQN for discrete tasks, as the paper's CartPole): frames
+  rendered by the workers, rewards for the whole rollout computed in one batch after
+  collection, then the gradient steps; same env, reward model, batch size, networks and
+  update ratio. Skipped when stable-baselines3 is not installed (not a dependency).
+
+It also times the CLI's start-up (``vlmrm --help``, ``vlmrm fit --help`` cold and cached,
+``vlmrm score --help`` and a config typo), each in a fresh process.
+
+    python tools/bench_fit.py [--tasks quickstart humanoid] [--steps 2000] 2>/dev/null
+
+Tasks: ``quickstart`` (configs/quickstart.yaml: CartPole, vlmrm-tiny) and ``humanoid``
+(configs/kneeling.yaml at 224x224 with a random-weights ViT-B-32, 2 envs in worker
+processes, on this machine's CPU). Where a GPU is present, ``humanoid-paper`` is the paper
+config itself (ViT-bigG-14 with random weights, 480x480, 8 worker envs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+
+from vlmrm.envs import make_env  # noqa: E402
+from vlmrm.keys import NEXT  # noqa: E402
+from vlmrm.training_cli import run_training_cli  # noqa: E402
+
+QUIET = [
+    "--trainer.enable_progress_bar", "false",
+    "--trainer.enable_model_summary", "false",
+    "--evaluation.every_n_env_steps", "1000000000",
+    "--checkpoint.every_n_env_steps", "1000000000",
+    "--check_reward.mode", "off",
+]  # fmt: skip
+
+# fmt: off
+TASKS = {
+    "quickstart": ("quickstart.yaml", ["--data.learning_starts", "400"]),
+    "humanoid": ("kneeling.yaml", [
+        "--trainer.accelerator", "cpu",
+        "--data.env.render_height", "224", "--data.env.render_width", "224",
+        "--data.reward.init_args.model", "ViT-B-32",
+        "--data.reward.init_args.pretrained", "null",
+        "--data.reward.init_args.dtype", "float32",
+        "--data.reward.init_args.batch_size", "32",
+        "--data.num_envs", "2", "--data.parallel", "true",
+        "--data.frames_per_batch", "64", "--data.learning_starts", "128",
+        "--data.batch_size", "256", "--data.updates_per_step", "0.03125",
+        "--data.buffer_size", "100000",
+    ]),
+    "humanoid-paper": ("kneeling.yaml", [
+        "--data.reward.init_args.pretrained", "null",
+        "--data.learning_starts", "1600",
+        "--data.buffer_size", "100000",
+    ]),
+}
+# fmt: on
+
+
+class Stopwatch(L.Callback):
+    """Times ``steps`` env steps from the first training step on, then stops the run."""
+
+    def __init__(self, steps: int = 1000) -> None:
+        self.steps = steps
+        self.start: tuple[float, int] | None = None
+        self.end: tuple[float, int] | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.start is None:
+            self.start = (time.perf_counter(), trainer.datamodule.global_env_steps)
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        env_steps = trainer.datamodule.global_env_steps
+        if self.end is None and env_steps - self.start[1] >= self.steps:
+            self.end = (time.perf_counter(), env_steps)
+            trainer.should_stop = True
+
+    @property
+    def rate(self) -> float:
+        return (self.end[1] - self.start[1]) / (self.end[0] - self.start[0])
+
+
+def task_arguments(task: str, steps: int, root: str) -> list[str]:
+    config, overrides = TASKS[task]
+    return [
+        "--config", str(REPO / "configs" / config), *QUIET, *overrides,
+        "--data.total_frames", "100000000",
+        "--trainer.default_root_dir", root, "--run_name", task,
+    ]  # fmt: skip
+
+
+def fit_rate(task: str, steps: int, overlap: bool, root: str) -> float:
+    cli = run_training_cli(
+        [
+            "fit",
+            *task_arguments(task, steps, root),
+            "--data.overlap", str(overlap).lower(),
+            "--trainer.callbacks+=bench_fit.Stopwatch",
+            "--trainer.callbacks.init_args.steps", str(steps),
+        ]
+    )  # fmt: skip
+    (watch,) = [c for c in cli.trainer.callbacks if isinstance(c, Stopwatch)]
+    return watch.rate
+
+
+def stage_rates(task: str, steps: int, root: str) -> tuple[dict[str, float], object]:
+    """Env steps/s of each stage alone, with the objects a run of ``task`` builds."""
+    from torchrl.collectors import Collector
+
+    cli = run_training_cli(task_arguments(task, steps, root), run=False)
+    data, module = cli.datamodule, cli.model
+    env = make_env(data.env_config, num_envs=data.num_envs, seed=0, parallel=data.parallel)
+    collector = Collector(
+        env,
+        module.make_policy(deterministic=False),
+        frames_per_batch=data.frames_per_batch,
+        total_frames=-1,
+        auto_register_policy_transforms=False,
+    )
+    batches = iter(collector)
+    next(batches)  # workers started, first episode reset
+    collected = []
+    start = time.perf_counter()
+    while sum(b.numel() for b in collected) < steps:
+        collected.append(next(batches))
+    env_rate = sum(b.numel() for b in collected) / (time.perf_counter() - start)
+    collector.shutdown()
+
+    start = time.perf_counter()
+    for batch in collected:
+        data.reward.score(batch.get(NEXT))
+    reward_rate = sum(b.numel() for b in collected) / (time.perf_counter() - start)
+
+    for batch in collected:
+        data.store_batch(batch)
+    updates = max(1, round(data.frames_per_batch * data.updates_per_step))
+    optimizers = module.configure_optimizers()
+    module.run_updates(data.sample_updates(updates), optimizers)  # warm-up
+    done, start = 0, time.perf_counter()
+    while done * 1.0 / data.updates_per_step < steps:
+        module.run_updates(data.sample_updates(updates), optimizers)
+        done += updates
+    update_rate = done / (time.perf_counter() - start) / data.updates_per_step
+    rates = {"env only": env_rate, "reward only": reward_rate, "updates only": update_rate}
+    return rates, data
+
+
+def reference_rate(data, steps: int) -> float | None:
+    """The reference implementation's pipeline with stable-baselines3 (None when absent)."""
+    try:
+        from stable_baselines3 import DQN, SAC
+        from stable_baselines3.common.callbacks import BaseCallback
+        from stable_baselines3.common.vec_env import SubprocVecEnv
+    except ImportError:
+        return None
+    from vlmrm.envs.gym_env import make_gym_env
+
+    config, reward = data.env_config, data.reward
+    n = data.num_envs
+    steps_per_env = data.frames_per_batch // n
+    learning_starts = data.learning_starts
+
+    class RewardRollout(BaseCallback):
+        """Keeps each step's frames; at the rollout's end rewards them in one batch and
+        writes the rewards into the replay buffer (as the reference implementation does)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.frames: list[np.ndarray] = []
+            self.timed: tuple[float, int] | None = None
+            self.rate: float | None = None
+
+        def _on_rollout_start(self) -> None:
+            self.frames, self.first = [], self.model.replay_buffer.pos
+
+        def _on_step(self) -> bool:
+            self.frames.append(np.stack(self.training_env.get_images()))
+            return True
+
+        def _on_rollout_end(self) -> None:
+            frames = torch.from_numpy(np.stack(self.frames))  # [T, n, H, W, 3]
+            rewards = reward.rewards_for_frames(frames.reshape(-1, *frames.shape[2:]))
+            rows = slice(self.first, self.first + len(self.frames))
+            buffer = self.model.replay_buffer
+            buffer.rewards[rows] = rewards.reshape(len(self.frames), n).cpu().numpy()
+            now = self.model.num_timesteps
+            if self.timed is None and now > learning_starts:
+                self.timed = (time.perf_counter(), now)
+            elif self.timed is not None and now - self.timed[1] >= steps and self.rate is None:
+                self.rate = (now - self.timed[1]) / (time.perf_counter() - self.timed[0])
+
+        def _on_training_end(self) -> None:
+            if self.rate is None and self.timed is not None:
+                now = self.model.num_timesteps
+                self.rate = (now - self.timed[1]) / (time.perf_counter() - self.timed[0])
+
+    def factory(i: int):
+        return lambda: make_gym_env(config, seed=i)
+
+    venv = SubprocVecEnv([factory(i) for i in range(n)], start_method="fork")
+    kwargs = dict(
+        learning_starts=learning_starts,
+        batch_size=data.batch_size,
+        buffer_size=data.buffer_size,
+        train_freq=(steps_per_env, "step"),
+        gradient_steps=max(1, round(data.frames_per_batch * data.updates_per_step)),
+        policy_kwargs={"net_arch": [256, 256]},
+        device="cpu",
+        verbose=0,
+    )
+    learner = DQN if data.discrete else SAC
+    if data.discrete:
+        kwargs["target_update_interval"] = 500
+    model = learner("MlpPolicy", venv, **kwargs)
+    callback = RewardRollout()
+    # Past learning_starts, then `steps` env steps, plus one collection of slack.
+    model.learn(learning_starts + steps + 2 * data.frames_per_batch, callback=callback)
+    venv.close()
+    return callback.rate
+
+
+def startup_times() -> dict[str, float]:
+    """Seconds until each command answers, in a fresh process (median of 3)."""
+    cache = tempfile.mkdtemp(prefix="vlmrm-bench-cache-")
+    environment = {**os.environ, "VLMRM_CACHE_DIR": cache}
+    typo = Path(cache) / "typo.yaml"
+    typo.write_text("data:\n  num_envz: 3\n")
+    commands = {
+        "vlmrm --help": ["--help"],
+        "vlmrm fit --help (first call, builds the cache)": ["fit", "--help"],
+        "vlmrm fit --help": ["fit", "--help"],
+        "vlmrm fit --config typo.yaml (config key typo)": ["fit", "--config", str(typo)],
+        "vlmrm score --help": ["score", "--help"],
+        "vlmrm compare-rewards --help": ["compare-rewards", "--help"],
+        "vlmrm check-reward --help": ["check-reward", "--help"],
+    }
+    times = {}
+    for name, args in commands.items():
+        runs = 1 if "first call" in name else 3
+        seconds = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "vlmrm.cli", *args],
+                env=environment,
+                capture_output=True,
+                check=False,
+            )
+            seconds.append(time.perf_counter() - start)
+        times[name] = statistics.median(seconds)
+    return times
+
+
+def describe_machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} cores {cpu}, {gpu}, torch {torch.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=None, choices=sorted(TASKS))
+    parser.add_argument("--steps", type=int, default=2000, help="env steps timed per row")
+    parser.add_argument("--no-startup", action="store_true", help="skip the CLI start-up table")
+    args = parser.parse_args()
+    tasks = args.tasks or (
+        ["quickstart", "humanoid", "humanoid-paper"]
+        if torch.cuda.is_available()
+        else ["quickstart", "humanoid"]
+    )
+    warnings.filterwarnings("ignore")
+    print(f"machine: {describe_machine()}\n")
+    if not args.no_startup:
+        print("| command | seconds to answer |\n|---|---|")
+        for name, seconds in startup_times().items():
+            print(f"| `{name}` | {seconds:.2f} |")
+        print()
+    root = tempfile.mkdtemp(prefix="vlmrm-bench-fit-")
+    for task in tasks:
+        stages, data = stage_rates(task, args.steps, root)
+        slowest = min(stages.values())
+        summed = 1 / sum(1 / r for r in stages.values())
+        rows = {
+            "fit (sequential)": fit_rate(task, args.steps, False, root),
+            "fit (overlap)": fit_rate(task, args.steps, True, root),
+            **stages,
+        }
+        reference = reference_rate(data, args.steps)
+        label = "reference-style (SB3 " + ("DQN" if data.discrete else "SAC") + ")"
+        rows[label] = reference if reference is not None else math.nan
+        model = data.reward.backbone.name if hasattr(data.reward, "backbone") else "-"
+        where = "worker processes" if data.parallel else "in process"
+        print(
+            f"### {task}: {data.env_config.env_id} {data.env_config.render_height}x"
+            f"{data.env_config.render_width}, {data.num_envs} envs ({where}), reward "
+            f"{type(data.reward).__name__}({model}), {data.frames_per_batch} steps per "
+            f"collection, updates_per_step {data.updates_per_step}, batch {data.batch_size}\n"
+        )
+        print("| pipeline | env steps/s | of the slowest stage alone |\n|---|---|---|")
+        for name, value in rows.items():
+            share = f"{value / slowest:.0%}" if not math.isnan(value) else ""
+            shown = f"{value:.1f}" if not math.isnan(value) else "(stable-baselines3 absent)"
+            print(f"| {name} | {shown} | {share} |")
+        share = summed / slowest
+        print(f"| (sum of the stages, if nothing overlapped) | {summed:.1f} | {share:.0%} |")
+        if reference is not None:
+            print(
+                f"\noverlap / reference-style: {rows['fit (overlap)'] / reference:.2f}x; "
+                f"sequential / reference-style: {rows['fit (sequential)'] / reference:.2f}x\n"
+            )
+
+
+if __name__ == "__main__":
+    main()
