@@ -827,8 +827,9 @@ class RLDataModule(L.LightningDataModule):
                     0, math.ceil(self.learning_starts / self.world_size) - self.env_steps
                 ),
                 policy_device=module.device,
-                env_device="cpu",
-                storing_device="cpu",
+                # A batched Warp env lives on its GPU: collect and reward its frames there.
+                env_device=self._env.device,
+                storing_device=self._env.device,
                 auto_register_policy_transforms=False,
             )
         self._collector_iter = iter(self._collector)
@@ -944,7 +945,8 @@ class RLDataModule(L.LightningDataModule):
                 self.reward.score(next_data)
                 reward_s = time.perf_counter() - start
             self.reward.record(next_data)  # the running statistics (collective under DDP)
-            batch = batch.exclude(PIXELS, (NEXT, PIXELS))
+            # The replay buffer and the episode statistics live on the CPU.
+            batch = batch.exclude(PIXELS, (NEXT, PIXELS)).to("cpu")
             stored = batch.select(*self.transition_keys, strict=False)
             self.replay_buffer.extend(stored.reshape(-1))
             # Updates are owed only for the steps past learning_starts (as in SB3), counted on

@@ -10,6 +10,7 @@ from typing import Any
 from vlmrm.errors import ConfigError
 
 __all__ = [
+    "BACKENDS",
     "CAMERA_KEYS",
     "CLASSIC_EPISODE_LENGTH",
     "HUMANOID_CAMERA",
@@ -68,6 +69,12 @@ CAMERA_KEYS: tuple[str, ...] = (
 )
 CAMERA_TYPES: tuple[str, ...] = ("free", "tracking", "fixed")
 
+# Simulators: "mujoco" (CPU MuJoCo, one env per instance, OpenGL frames) or "warp" (MuJoCo
+# Warp: all envs as one batched env on a GPU or the CPU, ray-traced frames; Humanoid only).
+BACKENDS: tuple[str, ...] = ("mujoco", "warp")
+WARP_ENVS: tuple[str, ...] = ("Humanoid",)
+WARP_INTEGRATORS: tuple[str, ...] = ("implicitfast", "euler", "rk4")
+
 
 class ConfigTypeError(ConfigError, TypeError):
     """A config value of the wrong type (also a ``TypeError``, as raised before)."""
@@ -123,6 +130,21 @@ class EnvConfig:
         render: emit ``"pixels"`` with every step. ``False`` skips rendering during training,
             for rewards that do not look at frames (ground-truth baselines); evaluation videos
             still render.
+        backend: the simulator. ``"mujoco"``: CPU MuJoCo, one env per instance, frames drawn
+            by OpenGL (EGL/OSMesa). ``"warp"``: MuJoCo Warp (``pip install "vlmrm[warp]"``),
+            Humanoid only: all ``num_envs`` worlds are one batched env on ``device``,
+            simulated in single precision with the Newton solver and ray-traced (textures,
+            sky, shadows; no reflections), frames handed on as torch tensors on that device.
+        device: where the ``"warp"`` backend's worlds live (``"cpu"``, ``"cuda"``,
+            ``"cuda:N"``); ``None`` = this process's GPU (``cuda:$LOCAL_RANK``) if CUDA is
+            available, else the CPU. ``"warp"`` only.
+        warp_cache_dir: folder of Warp's compiled-kernel cache (the first run compiles for
+            about a minute of CPU time; later runs load from here in seconds); ``None`` =
+            ``$VLMRM_WARP_CACHE``, else Warp's default (``$WARP_CACHE_PATH`` or
+            ``~/.cache/warp``). ``"warp"`` only.
+        warp_integrator: ``"implicitfast"`` (default; as cheap as Euler, stable with the
+            humanoid's joint damping), ``"euler"``, or ``"rk4"`` (Humanoid-v5's integrator,
+            about 4x slower per step). ``"warp"`` only.
     """
 
     env_id: str = "Humanoid"
@@ -136,6 +158,10 @@ class EnvConfig:
     reflections: bool | None = None
     env_kwargs: dict[str, Any] | None = field(default=None)
     render: bool = True
+    backend: str = "mujoco"
+    device: str | None = None
+    warp_cache_dir: str | None = None
+    warp_integrator: str | None = None
 
     def __post_init__(self) -> None:
         _positive_or_none("render_height", self.render_height)
@@ -194,4 +220,45 @@ class EnvConfig:
         if self.env_kwargs is not None and not isinstance(self.env_kwargs, dict):
             raise ConfigTypeError(
                 f"EnvConfig.env_kwargs must be a dict or None, got {self.env_kwargs!r}."
+            )
+        self._check_backend()
+
+    def _check_backend(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(
+                f"EnvConfig.backend={self.backend!r} is not one of {BACKENDS}: 'mujoco' (CPU "
+                "MuJoCo + OpenGL frames) or 'warp' (batched MuJoCo Warp, Humanoid only)."
+            )
+        warp_only = {
+            "device": self.device,
+            "warp_cache_dir": self.warp_cache_dir,
+            "warp_integrator": self.warp_integrator,
+        }
+        if self.backend != "warp":
+            given = {k: v for k, v in warp_only.items() if v is not None}
+            if given:
+                raise ConfigError(
+                    f"EnvConfig options {given} apply to backend='warp' only; set "
+                    "backend='warp' or remove them."
+                )
+            return
+        if self.env_id not in WARP_ENVS:
+            raise ConfigError(
+                f"EnvConfig.backend='warp' supports {list(WARP_ENVS)}, not {self.env_id!r}; "
+                "use backend='mujoco' for it."
+            )
+        if self.reflections:
+            raise ConfigError(
+                "EnvConfig.reflections=True: the Warp ray tracer draws no reflections. Set "
+                "reflections to null/false, or use backend='mujoco'."
+            )
+        if self.warp_integrator is not None and self.warp_integrator not in WARP_INTEGRATORS:
+            raise ConfigError(
+                f"EnvConfig.warp_integrator={self.warp_integrator!r} is not one of "
+                f"{WARP_INTEGRATORS}."
+            )
+        if self.device is not None and not isinstance(self.device, str):
+            raise ConfigTypeError(
+                f"EnvConfig.device must be a string such as 'cpu' or 'cuda:0', or None; got "
+                f"{self.device!r}."
             )
