@@ -56,7 +56,7 @@ def learning_curve(metrics_csv: Path, metric: str, points: int = 10) -> list[tup
     return curve
 
 
-def run(task: str, root: Path, threads: int) -> dict[str, float]:
+def run(task: str, root: Path, threads: int, overlap: bool = False) -> dict[str, float]:
     config, metric, target = TASKS[task]
     root.mkdir(parents=True, exist_ok=True)
     overlay = root / "csv_logger.yaml"
@@ -74,6 +74,8 @@ def run(task: str, root: Path, threads: int) -> dict[str, float]:
             "--trainer.default_root_dir", str(root),
             "--trainer.enable_progress_bar", "false",
             "--trainer.enable_model_summary", "false",
+            "--data.overlap", str(overlap).lower(),
+            "--run_name", f"{task}-{'overlap' if overlap else 'sequential'}",
         ]
     )  # fmt: skip
     wall_s = time.perf_counter() - start
@@ -103,8 +105,19 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=sorted(TASKS)[::-1])
     parser.add_argument("--root", type=Path, default=Path("runs/prove_learning"))
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=("sequential", "overlap"),
+        default=["sequential"],
+        help="collection order(s) to train in (data.overlap); both: side by side",
+    )
     args = parser.parse_args()
-    results = {task: run(task, args.root, args.threads) for task in args.tasks}
+    results = {
+        f"{task} ({mode})": run(task, args.root, args.threads, overlap=mode == "overlap")
+        for task in args.tasks
+        for mode in args.modes
+    }
     print("\n| task | env steps | SAC updates | wall time | eval return | eval success rate | "
           "eval success fraction | target | met |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
