@@ -229,7 +229,7 @@ def config_overrides(config: Path, tiny_clip) -> list[str]:
     """Swap the real VLM for the tiny one and shrink the env, keeping everything else."""
     text = config.read_text()
     args = ["--data.num_envs", "1", "--data.parallel", "false"]
-    if "CLIPReward" in text or "SigLIPReward" in text:
+    if ("CLIPReward" in text or "SigLIPReward" in text) and "model: vlmrm-tiny" not in text:
         args += tiny_vlm_args(tiny_clip)
     if "env_id: Humanoid" in text:
         args += ["--data.env.render_height", "32", "--data.env.render_width", "32"]

@@ -57,7 +57,8 @@ from vlmrm.keys import (
 )
 from vlmrm.overlap import BackgroundCollection
 from vlmrm.relabel import RewardSchedule, describe_change, relabel_buffer
-from vlmrm.rewards import GroundTruthReward, RewardTransform, VLMReward
+from vlmrm.rewards import GroundTruthReward, RewardTransform
+from vlmrm.rewards.steps import keeps_embeddings, link_discount, reward_device, reward_metrics
 
 __all__ = ["CloseDataOnException", "EpisodeTracker", "HoldInterruptsDuringBatches", "RLDataModule"]
 
@@ -370,11 +371,13 @@ class RLDataModule(L.LightningDataModule):
                 "vlmrm.rewards.GroundTruthReward."
             )
         if store_embeddings is None:
-            store_embeddings = isinstance(reward, VLMReward)
-        if store_embeddings and not isinstance(reward, VLMReward):
+            store_embeddings = keeps_embeddings(reward)
+        if store_embeddings and not keeps_embeddings(reward):
             raise ConfigError(
                 f"data.store_embeddings=true, but data.reward is a {type(reward).__name__}, "
-                "which embeds no frames; set data.store_embeddings to false or null."
+                "whose rewards cannot be recomputed from stored image embeddings (it embeds no "
+                "frames, or needs neighbouring transitions); set data.store_embeddings to false "
+                "or null."
             )
         if on_reward_change not in ("relabel", "keep"):
             raise ConfigError(
@@ -503,6 +506,10 @@ class RLDataModule(L.LightningDataModule):
                 f"of {world_size}."
             )
         self.local_batch_size = self.batch_size // world_size
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if module is not None and hasattr(module, "gamma"):
+            # Potential-based shaping must discount as the learner does (model.gamma).
+            link_discount(self.reward, float(module.gamma))
         if world_size > 1:
             # Every rank merges every rank's rewards into the running statistics, so all ranks
             # standardise their minibatches alike.
@@ -844,10 +851,10 @@ class RLDataModule(L.LightningDataModule):
 
             self._background = BackgroundCollection(
                 next_batch=lambda: next(self._collector_iter),
-                score=lambda batch: self.reward.score(batch.get(NEXT)),
+                score=lambda batch: self.reward.score(batch.get(NEXT), root=batch),
                 fingerprint=self.reward.fingerprint,
                 sync_policy=sync_policy,
-                device=self.reward.backbone.device if isinstance(self.reward, VLMReward) else "cpu",
+                device=reward_device(self.reward),
             )
             self._background.start()
 
@@ -942,7 +949,7 @@ class RLDataModule(L.LightningDataModule):
             if reward_s is None:
                 start = time.perf_counter()
                 # Once per batch: every frame in a few large forward passes.
-                self.reward.score(next_data)
+                self.reward.score(next_data, root=batch)  # root: the episodes' start frames
                 reward_s = time.perf_counter() - start
             self.reward.record(next_data)  # the running statistics (collective under DDP)
             # The replay buffer and the episode statistics live on the CPU.
@@ -965,6 +972,8 @@ class RLDataModule(L.LightningDataModule):
             self.latest = {
                 "collect_steps_per_s": batch.numel() / max(collect_s, 1e-9),
                 "reward_frames_per_s": batch.numel() / max(reward_s, 1e-9),
+                # The reward's own metrics, e.g. each component of a composed reward.
+                **reward_metrics(self.reward),
             }
             if self.overlap:
                 self.latest["learner_wait_s"] = waited_s

@@ -99,6 +99,8 @@ class TrainMetrics(L.Callback):
                 "time/env_steps_per_s": latest["collect_steps_per_s"],
                 "time/reward_frames_per_s": latest["reward_frames_per_s"],
                 "time/updates_per_s": updates / elapsed,
+                # The reward's own metrics (each component of a ComposedReward: reward/<name>).
+                **{k: v for k, v in latest.items() if k.startswith("reward/")},
                 # data.overlap: how long the learner waited for the next batch (0: collection
                 # and scoring are hidden behind the updates).
                 **(

@@ -202,12 +202,20 @@ class RewardTransform(Transform):
         self.record(next_tensordict)
         return next_tensordict
 
-    def score(self, next_tensordict: TensorDictBase) -> TensorDictBase:
+    def score(
+        self, next_tensordict: TensorDictBase, root: TensorDictBase | None = None
+    ) -> TensorDictBase:
         """Write the raw reward ``("next", "raw_reward")`` (and the image embeddings when kept,
         and the env's reward once as ``gt_reward``) of a batch of next-step entries, any batch
         shape. Model inference only: the running statistics are not touched, so the data
         module may run this in a background thread while the learner trains (overlapped
-        collection), and :meth:`record` later on the main thread."""
+        collection), and :meth:`record` later on the main thread.
+
+        ``root``: the whole collected batch, whose own entries hold the frames episodes start
+        from; per-frame rewards ignore it, rewards that look across steps
+        (:class:`~vlmrm.rewards.SequenceReward`) need it (potential shaping) or use it (to tell
+        a fresh env's episodes from continuing ones). Batches are scored in collection order.
+        """
         batch_shape = next_tensordict.batch_size
         env_reward = next_tensordict.get(REWARD, None)
         steps = next_tensordict.reshape(-1) if len(batch_shape) != 1 else next_tensordict
@@ -372,6 +380,8 @@ class VLMReward(RewardTransform):
         "baseline_prompts",
         "negative_prompts",
     )
+    # Subclasses that take the goal in another form (images) may leave the prompts empty.
+    GOAL_PROMPTS_REQUIRED = True
     CHANGEABLE_FIELDS = (
         *RewardTransform.CHANGEABLE_FIELDS,
         "goal_prompts",
@@ -397,7 +407,9 @@ class VLMReward(RewardTransform):
         env_weight: float = 0.0,
     ) -> None:
         super().__init__(scale, offset, standardize, vlm_weight, env_weight)
-        self.goal_prompts = _check_prompts(goal_prompts, "goal_prompts", required=True)
+        self.goal_prompts = _check_prompts(
+            goal_prompts, "goal_prompts", required=self.GOAL_PROMPTS_REQUIRED
+        )
         self.baseline_prompts = _check_prompts(baseline_prompts, "baseline_prompts")
         self.negative_prompts = _check_prompts(negative_prompts, "negative_prompts")
         if int(batch_size) != batch_size or batch_size < 1:
@@ -420,7 +432,8 @@ class VLMReward(RewardTransform):
         changes = dict(changes)
         for name in ("goal_prompts", "baseline_prompts", "negative_prompts"):
             if name in changes:
-                changes[name] = _check_prompts(changes[name], name, name == "goal_prompts")
+                required = name == "goal_prompts" and self.GOAL_PROMPTS_REQUIRED
+                changes[name] = _check_prompts(changes[name], name, required)
         super().apply_changes(changes)
 
     def _after_changes(self, changed: set[str]) -> None:
