@@ -9,17 +9,24 @@ observation, which excludes the worldbody's cinert/cvel/cfrc_ext entries; v4 has
 It also prints the arithmetic cost of one update and this machine's measured fp32 matmul rate,
 so the last column says how close each update gets to the arithmetic limit.
 
-    python tools/bench_sac.py [--seconds 3] [--rounds 2] [--threads N] 2>/dev/null
+    python tools/bench_sac.py [--seconds 3] [--rounds 3] [--threads N] [--clock cpu] \
+        [--baseline OLD/sac.py] 2>/dev/null
 
 (stderr carries only the profiler's start/stop lines.) Use ``--threads 1`` when another process
-shares the cores: OpenMP threads that wait on a busy core make small matmuls 10x slower.
+shares the cores: OpenMP threads that wait on a busy core make small matmuls 10x slower; and
+``--clock cpu`` there to time by this process's CPU time (matmul peak included), which other
+people's load stretches far less than wall time. ``--baseline`` adds rows for another version
+of ``vlmrm/sac.py`` (e.g. ``git show HEAD:src/vlmrm/sac.py > /tmp/sac_old.py``), timed in the
+same interleaved rounds. Each cell is the median over the rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import logging
+import statistics
 import time
 import warnings
 from collections.abc import Callable
@@ -60,58 +67,96 @@ def mlp_flops(sizes: list[int], batch: int) -> int:
 
 
 def update_gflop(obs_dim: int, act_dim: int) -> float:
-    """Matmul GFLOP of one SAC update (elementwise work ignored).
+    """Matmul GFLOP of one SAC update (elementwise work ignored): the arithmetic it needs.
 
     A backward costs 2 forwards (input and weight gradients), minus what is never needed: no
-    input gradient for a first layer fed by data, and no critic weight gradients in the actor
-    loss. Per update: actor forward on s' (no grad); target twins on (s', a'); online twins
-    forward + backward; actor forward + backward; online twins on (s, pi) forward + input-only
-    backward.
+    input gradient for a first layer fed by data, no critic weight gradients in the actor
+    loss, and there only the action columns' input gradient (dQ/da; the state's is never
+    used). Per update: actor forward on s' (no grad); target twins on (s', a'); online twins
+    forward + backward; actor forward + backward; online twins on (s, pi) forward + input
+    gradients.
     """
     actor = [obs_dim, *HIDDEN, 2 * act_dim]
     critic = [obs_dim + act_dim, *HIDDEN, 1]
     a, c = mlp_flops(actor, BATCH), mlp_flops(critic, BATCH)
     a_first, c_first = mlp_flops(actor[:2], BATCH), mlp_flops(critic[:2], BATCH)
+    action_columns = mlp_flops([act_dim, HIDDEN[0]], BATCH)
     flops = a  # actor(s')
     flops += 2 * c  # target twins
     flops += 2 * (3 * c - c_first)  # online twins, critic loss
     flops += 3 * a - a_first  # actor loss
-    flops += 2 * 2 * c  # twins on (s, pi): forward + input gradients (weights detached)
+    flops += 2 * (2 * c - c_first + action_columns)  # twins on (s, pi), dQ/da only
     return flops / 1e9
 
 
+# The clock every rate is measured with: time.perf_counter (wall) or time.process_time (CPU
+# time of this process, all threads), chosen with --clock.
+clock = time.perf_counter
+
+
+def call_times(step: Callable[[], None], seconds: float) -> list[float]:
+    """Durations of successive calls of ``step`` (after two warm-up calls) for ``seconds``."""
+    step()
+    step()
+    times, start = [], clock()
+    while len(times) < 3 or clock() - start < seconds:
+        begin = clock()
+        step()
+        times.append(clock() - begin)
+    return times
+
+
 def matmul_gflops(n: int, seconds: float = 1.0) -> float:
-    """Measured fp32 GFLOP/s of ``[n, n] @ [n, n]`` (the machine's practical matmul rate)."""
+    """Measured fp32 GFLOP/s of ``[n, n] @ [n, n]`` (the machine's practical matmul rate),
+    from the median time of one product."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        count += 1
-    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+    return 2 * n**3 / statistics.median(call_times(lambda: a @ b, seconds)) / 1e9
 
 
 def rate(step: Callable[[], None], updates_per_call: int, seconds: float) -> float:
-    """Updates per second of ``step`` (after two warm-up calls), timed for ``seconds``."""
-    step()
-    step()
-    calls, start = 0, time.perf_counter()
-    while calls < 2 or time.perf_counter() - start < seconds:
+    """Updates per second of ``step`` from its median call time (bursts of other people's
+    load lengthen a few calls; the median ignores them)."""
+    return updates_per_call / statistics.median(call_times(step, seconds))
+
+
+def paired_ratios(new: Callable[[], None], before: Callable[[], None], calls: int) -> list:
+    """``time(before) / time(new)`` of ``calls`` pairs of adjacent calls, alternating which
+    goes first: a speed-up measure that other people's load hardly moves."""
+    for step in (new, before, new, before):
         step()
-        calls += 1
-    return calls * updates_per_call / (time.perf_counter() - start)
+    ratios = []
+    for i in range(calls):
+        times = {}
+        for name, step in (("new", new), ("before", before))[:: 1 if i % 2 else -1]:
+            start = clock()
+            step()
+            times[name] = clock() - start
+        ratios.append(times["before"] / times["new"])
+    return ratios
 
 
-def vlmrm_step(obs_dim: int, act_dim: int, fused: bool) -> Callable[[], None]:
-    module = SAC(obs_dim, act_dim, hidden_sizes=HIDDEN, fused_adam=fused)
+def load_sac_class(path: str) -> type:
+    """The ``SAC`` class of another version of ``vlmrm/sac.py`` (a file outside the package;
+    it imports the rest of vlmrm from this checkout)."""
+    spec = importlib.util.spec_from_file_location("vlmrm_sac_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SAC
+
+
+def vlmrm_step(obs_dim: int, act_dim: int, fused: bool, cls: type = SAC) -> Callable[[], None]:
+    module = cls(obs_dim, act_dim, hidden_sizes=HIDDEN, fused_adam=fused)
     optimizers = module.configure_optimizers()
     batch = random_batch(K, obs_dim, act_dim)
     return lambda: module.run_updates(batch, optimizers)
 
 
-def vlmrm_trainer_rate(obs_dim: int, act_dim: int, seconds: float, expected_rate: float) -> float:
+def vlmrm_trainer_rate(
+    obs_dim: int, act_dim: int, seconds: float, expected_rate: float, cls: type = SAC
+) -> float:
     """Updates/s of the module inside ``lightning.Trainer.fit`` (manual_backward, strategy
-    optimizer steps, logging), timed from the third training step to the end of training."""
+    optimizer steps, logging), from the median time between the ends of successive training
+    steps after the second."""
     import lightning as L
     from torch.utils.data import DataLoader, IterableDataset
 
@@ -126,15 +171,20 @@ def vlmrm_trainer_rate(obs_dim: int, act_dim: int, seconds: float, expected_rate
                 yield batch
 
     class Clock(L.Callback):
+        """Times from one training step's end to the next (the whole loop per K updates)."""
+
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.last: float | None = None
+
         def on_train_batch_end(self, trainer, *args) -> None:
-            if trainer.global_step == 2 * K:
-                self.start = time.perf_counter()
+            now = clock()
+            if trainer.global_step > 2 * K:  # after two warm-up steps
+                self.times.append(now - self.last)
+            self.last = now
 
-        def on_train_end(self, trainer, *args) -> None:
-            self.seconds = time.perf_counter() - self.start
-
-    steps = max(4, round(seconds * expected_rate / K) + 2)
-    clock = Clock()
+    steps = max(6, round(seconds * expected_rate / K) + 2)
+    timer = Clock()
     trainer = L.Trainer(
         max_steps=steps * K,
         accelerator="cpu",
@@ -142,11 +192,11 @@ def vlmrm_trainer_rate(obs_dim: int, act_dim: int, seconds: float, expected_rate
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[clock],
+        callbacks=[timer],
     )
     loader = DataLoader(Repeat(), batch_size=None, collate_fn=lambda b: b)
-    trainer.fit(SAC(obs_dim, act_dim, hidden_sizes=HIDDEN), loader)
-    return (steps - 2) * K / clock.seconds
+    trainer.fit(cls(obs_dim, act_dim, hidden_sizes=HIDDEN), loader)
+    return K / statistics.median(timer.times)
 
 
 def torchrl_step(obs_dim: int, act_dim: int) -> Callable[[], None]:
@@ -242,10 +292,10 @@ def time_breakdown(obs_dim: int, act_dim: int) -> dict[str, float]:
 
     step = vlmrm_step(obs_dim, act_dim, fused=True)
     step()
-    start = time.perf_counter()
+    start = clock()
     with profile() as prof:
         step()
-    wall = (time.perf_counter() - start) * 1e3 / K
+    wall = (clock() - start) * 1e3 / K
     events = prof.key_averages()
     matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS) / 1e3 / K
     optimizer = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.")) / 1e3 / K
@@ -253,60 +303,101 @@ def time_breakdown(obs_dim: int, act_dim: int) -> dict[str, float]:
 
 
 def main() -> None:
+    global clock
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per cell")
-    parser.add_argument("--rounds", type=int, default=2, help="repeats; the best is reported")
+    parser.add_argument("--rounds", type=int, default=3, help="repeats; the median is reported")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="what to time")
+    parser.add_argument("--baseline", metavar="SAC_PY", help="another vlmrm/sac.py to compare")
+    parser.add_argument("--sizes", default="", help="only sizes whose name contains this")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.clock == "cpu":
+        clock = time.process_time
     torch.manual_seed(0)
 
-    peak = matmul_gflops(1024)
-    small = matmul_gflops(256)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 matmul: "
-        f"{peak:.1f} GFLOP/s at 1024^3, {small:.1f} GFLOP/s at 256^3 (the update's size)\n"
+        f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{args.clock} clock"
     )
     variants = {
         "vlmrm SAC (fused Adam)": lambda o, a: vlmrm_step(o, a, fused=True),
         "vlmrm SAC (foreach Adam)": lambda o, a: vlmrm_step(o, a, fused=False),
         "TorchRL SACLoss (eager)": torchrl_step,
     }
+    trainer_variants = {"vlmrm SAC (fused) in lightning.Trainer": SAC}
+    if args.baseline:
+        old = load_sac_class(args.baseline)
+        print(f"baseline: {args.baseline}")
+        variants["before: vlmrm SAC (fused Adam)"] = lambda o, a: vlmrm_step(o, a, True, old)
+        trainer_variants["before: vlmrm SAC (fused) in lightning.Trainer"] = old
     try:
         import stable_baselines3  # noqa: F401
 
         variants["stable-baselines3 SAC"] = sb3_step
     except ImportError:
-        print("(stable-baselines3 not installed: its row is skipped)\n")
-    print("Timed updates run K=10 per call; the best of the rounds is reported.\n")
+        print("(stable-baselines3 not installed: its row is skipped)")
+    print(
+        f"Timed updates run K={K} per call (one training step in the Trainer); a round's rate "
+        "is K / the median call time, each cell the median of "
+        f"{args.rounds} interleaved rounds; the fp32 peak is measured in every round.\n"
+    )
     print("| size | GFLOP/update | arithmetic limit (upd/s) | implementation | updates/s "
-          "| vs TorchRL | vs SB3 | of limit |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
-    for size_name, (obs_dim, act_dim) in SIZES.items():
+          "| vs SB3 | vs TorchRL | of limit |")  # fmt: skip
+    print("|---|---:|---:|---|---:|---:|---:|---:|")
+    sizes = {name: dims for name, dims in SIZES.items() if args.sizes.lower() in name.lower()}
+    for size_name, (obs_dim, act_dim) in sizes.items():
         gflop = update_gflop(obs_dim, act_dim)
-        limit = peak / gflop
         steps = {name: make(obs_dim, act_dim) for name, make in variants.items()}
-        best = dict.fromkeys(steps, 0.0)
+        rates: dict[str, list[float]] = {name: [] for name in (*steps, *trainer_variants)}
+        peaks = []
         for _ in range(args.rounds):  # interleaved rounds, so load changes hit all variants
+            peaks.append(matmul_gflops(1024))
             for name, step in steps.items():
-                best[name] = max(best[name], rate(step, K, args.seconds))
-        best["vlmrm SAC (fused) in lightning.Trainer"] = vlmrm_trainer_rate(
-            obs_dim, act_dim, args.seconds, best["vlmrm SAC (fused Adam)"]
-        )
-        reference = best["TorchRL SACLoss (eager)"]
-        sb3 = best.get("stable-baselines3 SAC")
-        for name, value in best.items():
+                rates[name].append(rate(step, K, args.seconds))
+            expected = rates["vlmrm SAC (fused Adam)"][-1]
+            for name, cls in trainer_variants.items():
+                rates[name].append(
+                    vlmrm_trainer_rate(obs_dim, act_dim, args.seconds, expected, cls)
+                )
+        median = {name: statistics.median(values) for name, values in rates.items()}
+        limit = statistics.median(peaks) / gflop
+        reference = median["TorchRL SACLoss (eager)"]
+        sb3 = median.get("stable-baselines3 SAC")
+        for name, value in median.items():
             vs_sb3 = f"{value / sb3:.2f}x" if sb3 else "n/a"
             print(
                 f"| {size_name} | {gflop:.3f} | {limit:.0f} | {name} | {value:.1f} "
-                f"| {value / reference:.2f}x | {vs_sb3} | {value / limit:.0%} |"
+                f"| {vs_sb3} | {value / reference:.2f}x | {value / limit:.0%} |",
+                flush=True,
             )
+    if args.baseline:
+        print(
+            "\nPaired against the baseline (vlmrm SAC, fused Adam): single calls of K updates, "
+            "alternating, so both see the same load; the median ratio of their times:\n"
+        )
+        print("| size | speed-up over the baseline | middle half of the ratios |")
+        print("|---|---:|---|")
+        for size_name, (obs_dim, act_dim) in sizes.items():
+            new = vlmrm_step(obs_dim, act_dim, True)
+            before = vlmrm_step(obs_dim, act_dim, True, old)
+            ratios = paired_ratios(new, before, calls=max(20, round(4 * args.seconds)))
+            low, _, high = statistics.quantiles(ratios, n=4)
+            print(
+                f"| {size_name} | {statistics.median(ratios):.3f}x | {low:.3f}-{high:.3f} |",
+                flush=True,
+            )
+    print(
+        f"\nfp32 matmul peak (1024^3, median): {statistics.median(peaks):.1f} GFLOP/s; "
+        f"at 256^3 (the update's size): {matmul_gflops(256):.1f} GFLOP/s"
+    )
 
     print("\nWhere one update's time goes (torch.profiler, fused Adam; ms per update):\n")
     print("| size | total | matmul kernels | matmul GFLOP/s | Adam step + zero_grad | other |")
     print("|---|---|---|---|---|---|")
-    for size_name, (obs_dim, act_dim) in SIZES.items():
+    for size_name, (obs_dim, act_dim) in sizes.items():
         parts = time_breakdown(obs_dim, act_dim)
         other = parts["wall"] - parts["matmul"] - parts["optimizer"]
         print(
@@ -314,6 +405,17 @@ def main() -> None:
             f"| {update_gflop(obs_dim, act_dim) / parts['matmul'] * 1e3:.1f} "
             f"| {parts['optimizer']:.1f} | {other:.1f} |"
         )
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
 
 
 if __name__ == "__main__":

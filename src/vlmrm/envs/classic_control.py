@@ -246,8 +246,8 @@ class MountainCarPainter:
             d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(170, 170, 175))
         return sprite.resize((max(2, w // k), max(2, h // k)), Image.LANCZOS)
 
-    def render(self) -> np.ndarray:
-        """Draw the env's current state: a new uint8 array ``[H, W, 3]``."""
+    def render(self, out: np.ndarray | None = None) -> np.ndarray:
+        """Draw the env's current state: a new uint8 array ``[H, W, 3]`` (or into ``out``)."""
         pos = float(self.env.state[0])
         # Slope angle in screen space (x and y scales may differ when the aspect changes).
         slope = math.cos(3 * pos) * 0.45 * 3
@@ -260,6 +260,9 @@ class MountainCarPainter:
         cx, cy = float(px) + nx * lift, float(py) + ny * lift
         frame = self.background.copy()
         frame.paste(car, (round(cx - car.width / 2), round(cy - car.height / 2)), car)
+        if out is not None:
+            np.copyto(out, np.asarray(frame))
+            return out
         return np.array(frame)
 
     def close(self) -> None:

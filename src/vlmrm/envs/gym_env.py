@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -61,12 +62,15 @@ class _GymFrames:
     def __init__(self, env: gym.Env, height: int, width: int) -> None:
         self.env, self.height, self.width = env, height, width
 
-    def render(self) -> np.ndarray:
+    def render(self, out: np.ndarray | None = None) -> np.ndarray:
         frame = self.env.render()
         if frame.shape[:2] != (self.height, self.width):
             frame = np.array(
                 Image.fromarray(frame).resize((self.width, self.height), Image.LANCZOS)
             )
+        if out is not None:
+            np.copyto(out, frame)
+            return out
         return np.ascontiguousarray(frame)
 
     def close(self) -> None:
@@ -153,6 +157,7 @@ class VLMRMGymEnv(gym.Wrapper):
         self._progress_fn = progress_fn
         self.frame_shape = frame_shape
         self.defines_success = success_fn is not None
+        self._frames_fill_out = "out" in inspect.signature(frames.render).parameters
         self._vlmrm_spec: EnvSpec | None = None
         fps = env.metadata.get("render_fps")
         if fps is not None:
@@ -196,9 +201,15 @@ class VLMRMGymEnv(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         return obs, reward, terminated, truncated, self._annotate(info)
 
-    def render(self) -> np.ndarray:
-        """The current frame: uint8 ``[H, W, 3]``, a new array each call."""
-        return self.frames.render()
+    def render(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The current frame: uint8 ``[H, W, 3]``, a new array each call, or written into
+        ``out`` (``[H, W, 3]`` uint8, e.g. a batched env's output buffer) and returned."""
+        if out is None:
+            return self.frames.render()
+        if self._frames_fill_out:
+            return self.frames.render(out=out)
+        np.copyto(out, self.frames.render())  # a frame source without ``out``
+        return out
 
     def close(self) -> None:
         self.frames.close()

@@ -40,6 +40,12 @@ from vlmrm.keys import DONE, OBSERVATION, PIXELS, PROGRESS, REWARD, SUCCESS, TER
 __all__ = ["VLMRMEnv", "make_env"]
 
 
+def _column(value, dtype: type) -> torch.Tensor:
+    """A fresh ``[1]`` tensor holding ``value`` (numpy builds it 2-4x faster than
+    ``torch.tensor``; the float32 rounding is the same)."""
+    return torch.from_numpy(np.array([value], dtype=dtype))
+
+
 def _bool_spec(device: torch.device) -> Categorical:
     return Categorical(2, shape=(1,), dtype=torch.bool, device=device)
 
@@ -64,6 +70,8 @@ class VLMRMEnv(EnvBase):
         self._env: VLMRMGymEnv = make_gym_env(config)
         self._next_seed: int | None = seed
         self._discrete = isinstance(self._env.action_space, gym.spaces.Discrete)
+        # Set by the batched env (see draw_steps_into): where step frames are drawn.
+        self._step_frame: torch.Tensor | None = None
         self._make_specs()
 
     @property
@@ -107,16 +115,38 @@ class VLMRMEnv(EnvBase):
             }
         )
 
-    def _output(self, obs, info: dict, extra: dict) -> TensorDictBase:
+    def draw_steps_into(self, frame: torch.Tensor | None) -> None:
+        """Draw the frame of every later :meth:`step` into ``frame`` and emit that very tensor.
+
+        ``frame`` is this env's ``[H, W, 3]`` uint8 slot of a batched env's step buffer
+        (:func:`make_env` wires it). Writing the frame there in place makes the batched env's
+        own copy into its buffer a no-op (``copy_`` of a tensor onto itself returns at once),
+        so each frame is written once, by the renderer's vertical flip. ``None`` restores a
+        fresh array per step. Reset frames are always fresh arrays.
+        """
+        if frame is not None and (
+            frame.shape != self._env.frame_shape
+            or frame.dtype != torch.uint8
+            or frame.device.type != "cpu"
+            or not frame.is_contiguous()
+        ):
+            raise ValueError(f"a frame slot must be a contiguous uint8 CPU {self._env.frame_shape}")
+        self._step_frame = frame
+
+    def _output(self, obs, info: dict, extra: dict, step: bool = False) -> TensorDictBase:
         data = {
             OBSERVATION: torch.from_numpy(np.asarray(obs, dtype=np.float32)),
-            SUCCESS: torch.tensor([info["success"]]),
-            PROGRESS: torch.tensor([info["progress"]], dtype=torch.float32),
+            SUCCESS: _column(info["success"], np.bool_),
+            PROGRESS: _column(info["progress"], np.float32),
             **extra,
         }
         if self.config.render:
-            # No copy: the renderer returns a fresh array.
-            data[PIXELS] = torch.from_numpy(self._env.render())
+            if step and self._step_frame is not None:
+                self._env.render(out=self._step_frame.numpy())
+                data[PIXELS] = self._step_frame
+            else:
+                # No copy: the renderer returns a fresh array.
+                data[PIXELS] = torch.from_numpy(self._env.render())
         return TensorDict(data, batch_size=(), device=self.device)
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
@@ -130,17 +160,17 @@ class VLMRMEnv(EnvBase):
         # Categorical index for discrete envs, a float32 vector for continuous ones.
         gym_action = int(action.reshape(-1)[0]) if self._discrete else action.cpu().numpy()
         obs, reward, terminated, truncated, info = self._env.step(gym_action)
-        term = torch.tensor([bool(terminated)])
-        trunc = torch.tensor([bool(truncated)])
+        terminated, truncated = bool(terminated), bool(truncated)
         return self._output(
             obs,
             info,
             {
-                REWARD: torch.tensor([reward], dtype=torch.float32),
-                DONE: term | trunc,
-                TERMINATED: term,
-                TRUNCATED: trunc,
+                REWARD: _column(reward, np.float32),
+                DONE: _column(terminated or truncated, np.bool_),
+                TERMINATED: _column(terminated, np.bool_),
+                TRUNCATED: _column(truncated, np.bool_),
             },
+            step=True,
         )
 
     def _set_seed(self, seed: int | None) -> None:
@@ -163,6 +193,48 @@ _SHUTDOWN_TIMEOUT = (
     if "shutdown_timeout" in inspect.signature(ParallelEnv.__init__).parameters
     else {}
 )
+
+
+# Below this many elements torch copies a tensor on one thread anyway (at::internal::GRAIN_SIZE).
+_PARALLEL_COPY_NUMEL = 32768
+_NUMPY_DTYPES = (torch.uint8, torch.float32, torch.float64, torch.bool)
+
+
+class _FrameBufferedSerialEnv(SerialEnv):
+    """TorchRL's ``SerialEnv`` minus the multi-threaded copies of each step's frames.
+
+    ``SerialEnv`` copies every env's step output into its buffer, then clones the buffer for
+    the caller. For a frame both are torch copies that torch spreads over its OpenMP threads;
+    right after a software renderer has used every core, waking those threads cost up to a
+    millisecond or more per copy on a busy 2-core machine (tools/bench_envs.py). Here each
+    env draws its step frame straight into its slot of the buffer
+    (:meth:`VLMRMEnv.draw_steps_into`), and large CPU tensors are cloned with numpy (a
+    single-threaded memcpy). What the caller receives is unchanged: a fresh copy of each step.
+    """
+
+    def _start_workers(self) -> None:
+        super()._start_workers()
+        frames = None
+        if self._use_buffers and not self.share_individual_td:
+            frames = self.shared_tensordict_parent.get(("next", PIXELS), None)
+        for i, env in enumerate(self._envs):
+            if not isinstance(env, VLMRMEnv):
+                continue
+            slot = frames[i] if isinstance(frames, torch.Tensor) else None
+            if slot is not None and (slot.device.type != "cpu" or not slot.is_contiguous()):
+                slot = None
+            env.draw_steps_into(slot)
+
+    def select_and_clone(self, name, tensor, selected_keys=None):
+        if (
+            tensor.numel() >= _PARALLEL_COPY_NUMEL
+            and tensor.device.type == "cpu"
+            and (self.device is None or self.device == tensor.device)
+            and tensor.dtype in _NUMPY_DTYPES
+            and name in (self._selected_step_keys if selected_keys is None else selected_keys)
+        ):
+            return torch.from_numpy(tensor.numpy().copy())
+        return super().select_and_clone(name, tensor, selected_keys)
 
 
 def _ignore_ctrl_c_in_workers() -> None:
@@ -232,7 +304,7 @@ def make_env(
             **_SHUTDOWN_TIMEOUT,
         )
     else:
-        env = SerialEnv(num_envs, factory, create_env_kwargs=kwargs, device=device)
+        env = _FrameBufferedSerialEnv(num_envs, factory, create_env_kwargs=kwargs, device=device)
     # Start now (workers included): TorchRL starts lazily otherwise, and closing a batched env
     # that never started raises.
     env.start()
