@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,6 +33,7 @@ import time
 import torch
 
 import vlmrm.envs
+from machine import cpu_name  # tools/machine.py
 from vlmrm.envs import EnvConfig, make_env, make_gym_env
 
 
@@ -185,17 +186,6 @@ def overhead(rates: dict[str, tuple[float, float]], key: str) -> tuple[str, str]
     return f"{100 * (bare_rate / rate - 1):+.0f}%", f"{100 * (cpu / bare_cpu - 1):+.0f}%"
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=30, help="timed steps per round")
@@ -206,6 +196,9 @@ def main() -> None:
     )
     parser.add_argument("--baseline", metavar="SRC", help="another vlmrm src/ to compare")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-warp", action="store_true", help="skip the MuJoCo Warp rows (tools/bench_warp.py)"
+    )
     args = parser.parse_args()
     if args.serve:
         serve()
@@ -269,7 +262,25 @@ def main() -> None:
             cells += [fmt("before"), *overhead(rates, "before")]
         cells += [fmt("two"), fmt("workers")]
         print("| " + " | ".join(cells) + " |", flush=True)
+    if not args.no_warp and any(part in "humanoid warp" for part in wanted):
+        print_warp_rows(args, base)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
+
+
+def print_warp_rows(args: argparse.Namespace, base: bool) -> None:
+    """The MuJoCo Warp backend's rows (all worlds of one batched env together, steps/s in the
+    "1 env" column), measured by tools/bench_warp.py; skipped without the [warp] extra."""
+    if importlib.util.find_spec("mujoco_warp") is None:
+        print("| Humanoid warp | - | (the [warp] extra is not installed) |")
+        return
+    from bench_warp import warp_rows
+
+    for cells in warp_rows(
+        sizes=(224, 480), worlds=(1, 8, 32), steps=args.steps, rounds=args.rounds
+    ):
+        if base:  # no "before" for the Warp backend
+            cells = [*cells[:6], "-", "-", "-", *cells[6:]]
+        print("| " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

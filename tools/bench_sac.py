@@ -36,6 +36,7 @@ from tensordict import TensorDict
 from tensordict.nn import NormalParamExtractor, TensorDictModule
 from torch import nn
 
+from machine import cpu_name  # tools/machine.py
 from vlmrm.sac import SAC
 
 SIZES = {"Pendulum (obs 3, act 1)": (3, 1), "Humanoid-v5 (obs 348, act 17)": (348, 17)}
@@ -405,17 +406,6 @@ def main() -> None:
             f"| {update_gflop(obs_dim, act_dim) / parts['matmul'] * 1e3:.1f} "
             f"| {parts['optimizer']:.1f} | {other:.1f} |"
         )
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ import time
 import numpy as np
 import torch
 
+from machine import cpu_name  # tools/machine.py
 from vlmrm.envs import EnvConfig, make_env
 
 DEFAULT_SIZES = (224, 480)
@@ -120,17 +120,6 @@ def warp_rows(**kwargs) -> list[list[str]]:
         size = f"{r['size']}x{r['size']}"
         rows.append([label, size, "-", f"{r['rate']:.1f}", "-", "-", "-", "-"])
     return rows
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def fidelity(steps: int = 100, worlds: int = 16, integrator: str = "implicitfast") -> None:
