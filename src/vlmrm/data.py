@@ -680,8 +680,8 @@ class RLDataModule(L.LightningDataModule):
         # The schedule's phase of the restored step, then the stored statistics.
         self._enter_phase(self.reward_schedule.phase_at(self.global_env_steps))
         self.reward.load_state_dict(state_dict["reward"])
-        # Restored when collection resumes (see _start_collector), after Lightning has drawn
-        # what it draws when a fit starts, so the random streams continue where they were.
+        # Restored when the data stream resumes (resume_random_streams), after what Lightning
+        # draws when a fit starts, so the random streams continue where they were.
         self._resume_rng = state_dict["rng"]
         carry = state_dict.get("env_carry")
         if has_buffer and carry is not None and not self.overlap and not self.parallel:
