@@ -167,7 +167,8 @@ def test_humanoid_pose_detectors_on_initial_pose() -> None:
     env = make_gym_env(EnvConfig("Humanoid", task="standing", **SMALL))
     _, info = env.reset(seed=0)
     assert info["success"]  # starts standing
-    assert info["progress"] == pytest.approx(1.4, abs=0.05)  # torso height
+    # Torso height: 1.4 plus gymnasium's reset noise, uniform in +-0.01 (measured 1.3908).
+    assert info["progress"] == pytest.approx(1.4, abs=0.01)
     detector = HumanoidPoseDetector(env.unwrapped.model)
     verdicts = {task: detector(task, env.unwrapped.data) for task in detector.checks}
     assert verdicts["standing"]

@@ -254,14 +254,14 @@ def test_chunked_evaluation_gives_the_same_episodes_and_keeps_only_the_wanted_fr
     # Episode i is seeded seed + EVALUATION_SEED_OFFSET + i whatever the chunk size.
     for name in ("gt_reward", "success", "progress", "valid", "frames"):
         assert torch.equal(getattr(chunked, name), getattr(together, name)), name
-    torch.testing.assert_close(chunked.reward, together.reward)
-    torch.testing.assert_close(chunked.raw_reward, together.raw_reward)
+    assert torch.equal(chunked.reward, together.reward)  # measured: identical
+    assert torch.equal(chunked.raw_reward, together.raw_reward)
     assert chunked.metrics() == pytest.approx(together.metrics())
     assert chunked.gt_reward.shape == (5, 20)
     assert chunked.frames.shape == (3, 20, 32, 48, 3) and chunked.frames.dtype == torch.uint8
     # The raw reward is the model's after scale and offset only; the learned-from one is
     # standardised with the frozen statistics.
-    torch.testing.assert_close(chunked.raw_reward, 2.0 * chunked.gt_reward + 1.0)
+    assert torch.equal(chunked.raw_reward, 2.0 * chunked.gt_reward + 1.0)  # measured: identical
     assert not torch.allclose(chunked.reward, chunked.raw_reward)
     assert int(reward.reward_statistics.count) == 3, "evaluation does not update statistics"
     # The episodes differ (distinct seeds).

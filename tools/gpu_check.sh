@@ -4,7 +4,8 @@
 # loader libraries as debs in .gl/ (both ignored via .git/info/exclude; see the device README).
 #   run: bash tools/gpu_check.sh      (carry: .whl .gl)
 # Writes its logs under $OUT (or ./gpu_check_out). Knobs: TOTAL_FRAMES (3000), BENCH (1: run the
-# reward benchmarks), L14_DTYPES ("bfloat16").
+# reward benchmarks), L14_DTYPES ("bfloat16"), TESTS (1: run the GPU-only tests first; pytest
+# and its dependencies must be among the wheels: pip download -d .whl pytest).
 set -u
 OUT=${OUT:-$PWD/gpu_check_out}
 mkdir -p "$OUT"
@@ -45,6 +46,20 @@ except Exception as e:
     print("EGL render FAILED:", repr(e))
 EOF
 } 2>&1 | tee "$OUT/env.txt"
+
+if [ "${TESTS:-1}" = 1 ]; then
+# The tests that skip on a CPU-only machine ("needs a CUDA GPU"), plus the CPU-side device
+# logic beside them; -rs lists any that still skipped, with the reason.
+echo "=== GPU tests"
+if python3 -c "import pytest" 2>/dev/null; then
+    timeout 300 python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu_paths.py \
+        2>&1 | tee "$OUT/gpu_tests.txt"
+    echo "gpu tests rc=${PIPESTATUS[0]}" | tee -a "$OUT/gpu_tests.txt"
+else
+    echo "pytest is not installed here: add its wheels to .whl (pip download -d .whl pytest)" \
+        | tee "$OUT/gpu_tests.txt"
+fi
+fi
 
 if [ "${BENCH:-1}" = 1 ]; then
 echo "=== bench ViT-B-32"
