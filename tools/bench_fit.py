@@ -125,7 +125,8 @@ def fit_rate(task: str, steps: int, overlap: bool, root: str) -> float:
             "--trainer.callbacks.init_args.steps", str(steps),
         ]
     )  # fmt: skip
-    (watch,) = [c for c in cli.trainer.callbacks if isinstance(c, Stopwatch)]
+    # By name: jsonargparse imports this file as the module `bench_fit`, not `__main__`.
+    (watch,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "Stopwatch"]
     return watch.rate
 
 
