@@ -196,3 +196,18 @@ def test_sigterm_to_a_subprocess_then_resume_ends_bit_for_bit_like_an_uninterrup
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert_identical(final_state(uninterrupted), final_state(resumed))
+
+
+@pytest.mark.slow
+def test_envs_in_worker_processes_checkpoint_and_resume_with_new_episodes(tmp_path):
+    """Worker-process envs keep their state to themselves: a checkpoint must not ask them for
+    it (a query of an attribute they lack kills the workers), and a resume starts new
+    episodes with the same counts as ever."""
+    args = [*RUN, "--data.parallel", "true", "--data.total_frames", "300"]
+    fit(tmp_path, *args, config="cartpole_gt.yaml")
+    (run_dir,) = (tmp_path / "run").iterdir()
+    state = load(run_dir / "checkpoints" / "last.ckpt")["RLDataModule"]
+    assert state["env_steps"] == 300 and state["env_carry"] is None
+    cli = fit(tmp_path, *args[:-1], "500", "--ckpt_path", "last", config="cartpole_gt.yaml")
+    assert cli.datamodule.env_steps == 500
+    assert cli.trainer.global_step == int(cli.model.num_updates) == (500 - 100) * 0.2

@@ -324,9 +324,10 @@ def main() -> None:
         rows[label] = reference if reference is not None else math.nan
         model = data.reward.backbone.name if hasattr(data.reward, "backbone") else "-"
         where = "worker processes" if data.parallel else "in process"
+        height, width = data.env_config.render_height, data.env_config.render_width
+        size = f"{height}x{width}" if height and width else "at its default frame size"
         print(
-            f"### {task}: {data.env_config.env_id} {data.env_config.render_height}x"
-            f"{data.env_config.render_width}, {data.num_envs} envs ({where}), reward "
+            f"### {task}: {data.env_config.env_id} {size}, {data.num_envs} envs ({where}), reward "
             f"{type(data.reward).__name__}({model}), {data.frames_per_batch} steps per "
             f"collection, updates_per_step {data.updates_per_step}, batch {data.batch_size}\n"
         )

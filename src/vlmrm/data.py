@@ -862,7 +862,7 @@ class RLDataModule(L.LightningDataModule):
         """The envs' states and the collector's carried step (observation, frame, done flags,
         trajectory ids), or None where they cannot be saved exactly: envs in worker
         processes, or a collection in flight on the overlap worker."""
-        if self._collector is None or self.overlap:
+        if self._collector is None or self.overlap or self.parallel:
             return None
         states = batched_env_states(self._env)
         if states is None:

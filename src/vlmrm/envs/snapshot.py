@@ -20,6 +20,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from torchrl.envs import SerialEnv
 
 __all__ = ["batched_env_states", "env_state", "set_batched_env_states", "set_env_state"]
 
@@ -60,7 +61,11 @@ def batched_env_states(env: Any) -> list[dict[str, Any]] | None:
     """The state of each env of a batched TorchRL env stepped in this process (``SerialEnv``
     of :class:`~vlmrm.envs.torchrl_env.VLMRMEnv`), or ``None`` when its envs live elsewhere
     (worker processes) or are not gymnasium envs."""
-    envs = getattr(env, "_envs", None)
+    # Only a SerialEnv holds its envs here: a ParallelEnv forwards unknown attributes to its
+    # workers, and a query of one they lack kills them.
+    if not isinstance(env, SerialEnv):
+        return None
+    envs = env._envs
     if not envs or not all(hasattr(e, "gym_env") for e in envs):
         return None
     return [env_state(e.gym_env) for e in envs]
