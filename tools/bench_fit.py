@@ -29,6 +29,7 @@ config itself (ViT-bigG-14 with random weights, 480x480, 8 worker envs).
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import platform
@@ -221,10 +222,9 @@ def reference_rate(data, steps: int) -> float | None:
                 now = self.model.num_timesteps
                 self.rate = (now - self.timed[1]) / (time.perf_counter() - self.timed[0])
 
-    def factory(i: int):
-        return lambda: make_gym_env(config, seed=i)
-
-    venv = SubprocVecEnv([factory(i) for i in range(n)], start_method="fork")
+    # Spawned, not forked: a fork of a process whose torch threads are running can deadlock.
+    factories = [functools.partial(make_gym_env, config, seed=i) for i in range(n)]
+    venv = SubprocVecEnv(factories, start_method="spawn")
     kwargs = dict(
         learning_starts=learning_starts,
         batch_size=data.batch_size,
