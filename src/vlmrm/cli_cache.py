@@ -22,6 +22,7 @@ jsonargparse. ``VLMRM_NO_CLI_CACHE=1`` switches the cache off.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -66,6 +67,7 @@ def _enabled() -> bool:
     return os.environ.get(DISABLE_VARIABLE, "").strip().lower() in ("", "0", "false", "no")
 
 
+@functools.cache  # once per process: every lookup and store of the cache needs it
 def _key() -> str:
     """A digest of vlmrm's source files, the parser-shaping libraries' versions and Python's."""
     digest = hashlib.sha256(sys.version.encode())
