@@ -195,6 +195,52 @@ def test_batched_detectors_agree_with_the_cpu_detector_on_the_pose_library():
         env.close()
 
 
+@needs_warp
+def test_worlds_split_over_cpu_threads_give_the_same_rollout_bit_for_bit():
+    """Three threads over five worlds (shards of 2, 2 and 1) and two threads (3 and 2) emit
+    exactly what one thread emits: observations, rewards, success, frames and the per-world
+    resets at the episode length, from the same seeds and actions. (Before the render kernels
+    were loaded one shard at a time, about one run in four drew some worlds from another
+    shard's scene.)"""
+    rollouts = {}
+    for threads in (1, 2, 3):
+        config = warp_config(task="kneeling", episode_length=3, warp_cpu_threads=threads)
+        env = make_env(config, num_envs=5, seed=7)
+        try:
+            assert env.cpu_threads == threads
+            generator = torch.Generator().manual_seed(0)
+            state, outputs = env.reset(), []
+            for _ in range(7):  # two episodes end: the worlds reset alone
+                state.set(keys.ACTION, torch.rand(5, 17, generator=generator) * 0.8 - 0.4)
+                out, state = env.step_and_maybe_reset(state)
+                outputs.append(out.clone())
+            rollouts[threads] = torch.stack(outputs)
+        finally:
+            env.close()
+    reference = rollouts[1]
+    assert reference[keys.NEXT, keys.TRUNCATED].sum() == 10  # 5 worlds x 2 episode ends
+    assert (
+        reference[keys.NEXT, keys.PIXELS][:, 0] != reference[keys.NEXT, keys.PIXELS][:, 1]
+    ).any()
+    for threads in (2, 3):
+        for key in reference.keys(True, True):
+            assert torch.equal(rollouts[threads][key], reference[key]), (threads, key)
+
+
+def test_cpu_threads_are_one_per_core_at_most_one_per_world_and_one_on_a_gpu():
+    from vlmrm.envs.warp_env import cpu_threads
+    from vlmrm.envs.warp_shards import shard_bounds
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 1)
+    assert cpu_threads(warp_config(warp_cpu_threads=4), 16, cpu) == 4
+    assert cpu_threads(warp_config(warp_cpu_threads=4), 3, cpu) == 3
+    assert cpu_threads(warp_config(), 64, cpu) == torch.get_num_threads()
+    assert cpu_threads(warp_config(warp_cpu_threads=4), 16, gpu) == 1
+    assert shard_bounds(5, 2) == [(0, 3), (3, 5)]
+    assert shard_bounds(7, 3) == [(0, 3), (3, 5), (5, 7)]
+    assert shard_bounds(4, 4) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+
+
 def test_config_rejects_what_the_warp_backend_cannot_do():
     with pytest.raises(ConfigError, match="backend='warp' supports"):
         EnvConfig("CartPole", backend="warp")
@@ -206,6 +252,11 @@ def test_config_rejects_what_the_warp_backend_cannot_do():
         EnvConfig("Humanoid", backend="opengl")
     with pytest.raises(ConfigError, match="warp_integrator"):
         EnvConfig("Humanoid", backend="warp", warp_integrator="pgs")
+    for threads in (0, -2, 1.5, True):
+        with pytest.raises(ConfigError, match="warp_cpu_threads must be a positive integer"):
+            EnvConfig("Humanoid", backend="warp", warp_cpu_threads=threads)
+    with pytest.raises(ConfigError, match="backend='warp' only"):
+        EnvConfig("Humanoid", warp_cpu_threads=2)
 
 
 def test_missing_extra_is_one_message_with_the_install_command(monkeypatch):

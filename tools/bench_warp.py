@@ -1,7 +1,8 @@
 """Benchmark the MuJoCo Warp backend: env steps/s of N batched Humanoid worlds, including the
 ray-traced frames, next to today's Humanoid (CPU MuJoCo + OpenGL, one env) at the same size.
 
-    python tools/bench_warp.py                      # 224x224 and 480x480, 1/8/32 worlds
+    python tools/bench_warp.py                      # 224x224 and 480x480, 1/8/32 worlds,
+                                                    # 1 thread and one per core (CPU)
     python tools/bench_warp.py --worlds 256 1024 4096 --no-reference   # on a GPU
     python tools/bench_warp.py --fidelity           # physics: Warp vs CPU MuJoCo, same states
 
@@ -32,6 +33,8 @@ from vlmrm.envs import EnvConfig, make_env
 
 DEFAULT_SIZES = (224, 480)
 DEFAULT_WORLDS = (1, 8, 32)
+# On a CPU: one thread (one shard), and the default (one thread per core torch uses).
+DEFAULT_CPU_THREADS = (1, None)
 
 
 class EnvRunner:
@@ -81,12 +84,23 @@ def measure(
     rounds: int = 3,
     reference: bool = True,
     device: str | None = None,
+    cpu_threads=DEFAULT_CPU_THREADS,
 ) -> list[dict]:
-    """Steps/s of the Warp env for every (size, world count), and of the OpenGL Humanoid with
-    one env at the same size (timed in the same rounds) when ``reference``."""
+    """Steps/s of the Warp env for every (size, world count, CPU threads), and of the OpenGL
+    Humanoid with one env at the same size (timed in the same rounds) when ``reference``.
+    ``cpu_threads``: values of ``EnvConfig.warp_cpu_threads`` (``None``: the default); on a
+    GPU the env uses one thread whatever is asked, and only the first value is timed."""
     results = []
     for size in sizes:
-        runners = {n: EnvRunner(warp_config(size, device=device), n) for n in worlds}
+        runners = {}
+        for n in worlds:
+            for threads in cpu_threads:
+                runner = EnvRunner(warp_config(size, device=device, warp_cpu_threads=threads), n)
+                key = (n, runner.env.cpu_threads)
+                if key in runners:  # the same env as one already built (e.g. 1 world)
+                    runner.close()
+                else:
+                    runners[key] = runner
         if reference:
             runners["opengl"] = EnvRunner(
                 EnvConfig("Humanoid", render_height=size, render_width=size), 1
@@ -95,13 +109,17 @@ def measure(
         for runner in runners.values():
             runner.close()
         opengl = rates.get("opengl")
-        for n in worlds:
+        for key in runners:
+            if key == "opengl":
+                continue
+            n, threads = key
             results.append(
                 {
                     "size": size,
                     "worlds": n,
-                    "rate": rates[n][0],
-                    "cpu_ms": rates[n][1],
+                    "threads": threads,
+                    "rate": rates[key][0],
+                    "cpu_ms": rates[key][1],
                     "opengl_rate": opengl[0] if opengl else None,
                     "opengl_cpu_ms": opengl[1] if opengl else None,
                 }
@@ -117,6 +135,8 @@ def warp_rows(**kwargs) -> list[list[str]]:
     rows = []
     for r in measure(**kwargs):
         label = f"Humanoid warp {r['worlds']} world{'s' if r['worlds'] > 1 else ''}"
+        if r["threads"] > 1:
+            label += f", {r['threads']} threads"
         size = f"{r['size']}x{r['size']}"
         rows.append([label, size, "-", f"{r['rate']:.1f}", "-", "-", "-", "-"])
     return rows
@@ -252,6 +272,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--device", default=None, help="Warp env device (default: GPU if any)")
+    parser.add_argument(
+        "--cpu-threads",
+        type=int,
+        nargs="+",
+        default=None,
+        help="EnvConfig.warp_cpu_threads values to time (default: 1 and one per core)",
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip the OpenGL env")
     parser.add_argument("--fidelity", action="store_true", help="physics drift table instead")
     parser.add_argument("--integrator", default="implicitfast", help="for --fidelity")
@@ -271,7 +298,13 @@ def main() -> None:
         looks(args.sizes[0], image=args.image)
         return
     results = measure(
-        args.sizes, args.worlds, args.steps, args.rounds, not args.no_reference, args.device
+        args.sizes,
+        args.worlds,
+        args.steps,
+        args.rounds,
+        not args.no_reference,
+        args.device,
+        tuple(args.cpu_threads) if args.cpu_threads else DEFAULT_CPU_THREADS,
     )
     print(
         f"\nenv steps/s (all worlds) including frames, median of {args.rounds} interleaved "
@@ -279,17 +312,18 @@ def main() -> None:
         "(1 env, same size, same rounds); CPU ms / step: this process's CPU time (all "
         "threads) per env step\n"
     )
-    print("| env | size | worlds | env steps/s | CPU ms / step | vs OpenGL 1 env |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| env | size | worlds | threads | env steps/s | CPU ms / step | vs OpenGL 1 env |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for size in args.sizes:
         rows = [r for r in results if r["size"] == size]
         if rows and rows[0]["opengl_rate"] is not None:
             opengl, cpu_ms = rows[0]["opengl_rate"], rows[0]["opengl_cpu_ms"]
-            print(f"| Humanoid OpenGL | {size}x{size} | 1 | {opengl:.1f} | {cpu_ms:.1f} | 1x |")
+            print(f"| Humanoid OpenGL | {size}x{size} | 1 | - | {opengl:.1f} | {cpu_ms:.1f} | 1x |")
         for r in rows:
             ratio = f"{r['rate'] / r['opengl_rate']:.2f}x" if r["opengl_rate"] else "-"
             print(
-                f"| Humanoid warp | {size}x{size} | {r['worlds']} | {r['rate']:.1f} | "
+                f"| Humanoid warp | {size}x{size} | {r['worlds']} | {r['threads']} | "
+                f"{r['rate']:.1f} | "
                 f"{r['cpu_ms']:.1f} | {ratio} |"
             )
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end", file=sys.stdout)

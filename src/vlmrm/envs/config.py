@@ -145,6 +145,10 @@ class EnvConfig:
         warp_integrator: ``"implicitfast"`` (default; as cheap as Euler, stable with the
             humanoid's joint damping), ``"euler"``, or ``"rk4"`` (Humanoid-v5's integrator,
             about 4x slower per step). ``"warp"`` only.
+        warp_cpu_threads: on the CPU, how many threads step and ray-trace the worlds (each
+            thread a contiguous shard of them; Warp runs one CPU kernel launch on one core).
+            ``None`` = ``torch.get_num_threads()`` (the cores torch may use), at most one per
+            world; ignored on a GPU. ``"warp"`` only.
     """
 
     env_id: str = "Humanoid"
@@ -162,6 +166,7 @@ class EnvConfig:
     device: str | None = None
     warp_cache_dir: str | None = None
     warp_integrator: str | None = None
+    warp_cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
         _positive_or_none("render_height", self.render_height)
@@ -233,6 +238,7 @@ class EnvConfig:
             "device": self.device,
             "warp_cache_dir": self.warp_cache_dir,
             "warp_integrator": self.warp_integrator,
+            "warp_cpu_threads": self.warp_cpu_threads,
         }
         if self.backend != "warp":
             given = {k: v for k, v in warp_only.items() if v is not None}
@@ -256,6 +262,14 @@ class EnvConfig:
             raise ConfigError(
                 f"EnvConfig.warp_integrator={self.warp_integrator!r} is not one of "
                 f"{WARP_INTEGRATORS}."
+            )
+        threads = self.warp_cpu_threads
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0
+        ):
+            raise ConfigError(
+                f"EnvConfig.warp_cpu_threads must be a positive integer or null (null: as "
+                f"many as torch uses), got {threads!r}."
             )
         if self.device is not None and not isinstance(self.device, str):
             raise ConfigTypeError(

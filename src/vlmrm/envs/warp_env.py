@@ -24,6 +24,7 @@ from vlmrm.envs.config import HUMANOID_CAMERA, EnvConfig
 from vlmrm.envs.gym_env import _camera_settings, make_gym_env, resolve_render_size
 from vlmrm.envs.warp_humanoid import WarpHumanoidSim, build_warp_model
 from vlmrm.envs.warp_runtime import import_warp, resolve_warp_device, timed_first_launch
+from vlmrm.envs.warp_shards import ShardedWarpSim
 from vlmrm.errors import ConfigError
 from vlmrm.keys import (
     ACTION,
@@ -48,7 +49,9 @@ class WarpHumanoidEnv(EnvBase):
     Observation ``[N, 348]`` float32, action ``[N, 17]`` in ``[-0.4, 0.4]``, reward
     gymnasium's Humanoid-v5 reward, episodes of ``episode_length`` steps that never terminate
     (the paper's rule), ``success`` from the task's detector (computed batched on the device),
-    ``progress`` = torso height.
+    ``progress`` = torso height. On a CPU the worlds are split over :attr:`cpu_threads`
+    threads that ray-trace their frames in parallel (:mod:`vlmrm.envs.warp_shards`); the
+    outputs are the same bit for bit whatever the count.
 
     Args:
         config: what to build; ``config.backend`` must be ``"warp"`` and ``env_id``
@@ -91,6 +94,7 @@ class WarpHumanoidEnv(EnvBase):
                 device=None,
                 warp_cache_dir=None,
                 warp_integrator=None,
+                warp_cpu_threads=None,
                 render=False,
             )
         )
@@ -101,16 +105,24 @@ class WarpHumanoidEnv(EnvBase):
         camera = _camera_settings(config, HUMANOID_CAMERA)
         self.integrator = config.warp_integrator or DEFAULT_INTEGRATOR
         model = build_warp_model(inner, textured, camera, self.integrator)
-        self.sim = WarpHumanoidSim(
-            inner,
-            model,
-            num_worlds,
-            torch_device,
-            self.render_size,
-            shadows=config.shadows,
-            camera=camera,
-            task=config.task,
-        )
+
+        def make_sim(worlds: int) -> WarpHumanoidSim:
+            return WarpHumanoidSim(
+                inner,
+                model,
+                worlds,
+                torch_device,
+                self.render_size,
+                shadows=config.shadows,
+                camera=camera,
+                task=config.task,
+            )
+
+        self.cpu_threads = cpu_threads(config, num_worlds, torch_device)
+        if self.cpu_threads > 1:
+            self.sim = ShardedWarpSim(make_sim, num_worlds, self.cpu_threads)
+        else:
+            self.sim = make_sim(num_worlds)
         self.sim.seed([seed + i for i in range(num_worlds)])
         self._elapsed = torch.zeros(num_worlds, dtype=torch.long, device=torch_device)
         self._pending_seed: int | None = None
@@ -223,8 +235,19 @@ class WarpHumanoidEnv(EnvBase):
         if gym_env is not None:
             gym_env.close()
             self._gym_env = None
+        if isinstance(getattr(self, "sim", None), ShardedWarpSim):
+            self.sim.close()
         self.sim = None
         super().close(raise_if_closed=raise_if_closed)
+
+
+def cpu_threads(config: EnvConfig, num_worlds: int, device: torch.device) -> int:
+    """How many threads step and render the worlds: 1 on a GPU (one sim fills it); on the CPU
+    ``config.warp_cpu_threads``, else the cores torch may use, at most one per world."""
+    if device.type != "cpu":
+        return 1
+    wanted = config.warp_cpu_threads or torch.get_num_threads()
+    return max(1, min(wanted, num_worlds))
 
 
 def _close_at_exit(ref: weakref.ref) -> None:

@@ -382,12 +382,16 @@ class WarpHumanoidSim:
             else:
                 getattr(self, f"_{name}")()
 
-    def capture_graphs(self) -> None:
+    def capture_graphs(self, render: bool = True) -> None:
         """Record every work as a graph, replayed from then on (recording runs nothing; Warp
         compiles or loads each kernel as it is recorded). Where capture fails (an older Warp
-        or driver), the work keeps launching kernel by kernel."""
+        or driver), the work keeps launching kernel by kernel.
+
+        ``render=False`` leaves the frames to direct kernel launches (two of them), which
+        other threads may run at the same time: Warp replays a CPU graph through process-wide
+        state, so two replays at once crash (:mod:`vlmrm.envs.warp_shards`)."""
         wp = self.wp
-        names = ["physics", "reset_data", "forward"] + (["render"] if self.rc else [])
+        names = ["physics", "reset_data", "forward"] + (["render"] if self.rc and render else [])
         graphs = {}
         try:
             with wp.ScopedDevice(self._wp_device):
