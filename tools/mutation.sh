@@ -31,12 +31,12 @@ rewards)
 data)
     files="src/vlmrm/data.py"
     names='vlmrm.data.xǁEpisodeTrackerǁ* vlmrm.data.xǁRLDataModuleǁstore_batch* vlmrm.data.xǁRLDataModuleǁminibatches* vlmrm.data.xǁRLDataModuleǁsample_updates* vlmrm.data.xǁRLDataModuleǁtake_updates* vlmrm.data.xǁRLDataModuleǁfinished_episodes_since*'
-    tests="tests/test_integrity.py::test_standardised_rewards_use_the_newest_statistics_whenever_collected tests/test_integrity.py::test_updates_per_step_and_batch_size_count_every_rank tests/test_training.py::test_episode_tracker_carries_sums_across_batches"
+    tests="tests/test_data_rules.py tests/test_integrity.py::test_standardised_rewards_use_the_newest_statistics_whenever_collected tests/test_integrity.py::test_updates_per_step_and_batch_size_count_every_rank tests/test_training.py::test_episode_tracker_carries_sums_across_batches"
     ;;
 envs)
-    files="src/vlmrm/envs/classic_control.py src/vlmrm/envs/torchrl_env.py src/vlmrm/envs/humanoid.py"
-    names='vlmrm.envs.classic_control.x_pendulum_angle* vlmrm.envs.classic_control.xǁPaperCartPoleEnvǁ* vlmrm.envs.classic_control.xǁPaperMountainCarEnvǁ* vlmrm.envs.torchrl_env.xǁVLMRMEnvǁ_step* vlmrm.envs.torchrl_env.xǁVLMRMEnvǁ_reset* vlmrm.envs.torchrl_env.xǁVLMRMEnvǁ_output* vlmrm.envs.humanoid.xǁPaperHumanoidEnvǁ__init__*'
-    tests="tests/test_env_rules.py tests/test_envs.py tests/test_env_specs.py --deselect=tests/test_envs.py::test_parallel_env_distinct_frames_and_clean_shutdown"
+    files="src/vlmrm/envs/classic_control.py src/vlmrm/envs/torchrl_env.py src/vlmrm/envs/gym_env.py src/vlmrm/envs/humanoid.py"
+    names='vlmrm.envs.classic_control.x_pendulum_angle* vlmrm.envs.classic_control.xǁPaperCartPoleEnvǁ* vlmrm.envs.classic_control.xǁPaperMountainCarEnvǁ* vlmrm.envs.torchrl_env.xǁVLMRMEnvǁ_step* vlmrm.envs.torchrl_env.xǁVLMRMEnvǁ_reset* vlmrm.envs.torchrl_env.xǁVLMRMEnvǁ_output* vlmrm.envs.gym_env.xǁVLMRMGymEnvǁ* vlmrm.envs.humanoid.xǁPaperHumanoidEnvǁ__init__* vlmrm.envs.humanoid.xǁHumanoidPoseDetectorǁ*'
+    tests="tests/test_env_rules.py tests/test_poses.py tests/test_envs.py tests/test_env_specs.py --deselect=tests/test_envs.py::test_parallel_env_distinct_frames_and_clean_shutdown"
     ;;
 *)
     echo "unknown module $module (sac, rewards, data, envs)" >&2
