@@ -266,3 +266,19 @@ def test_mujoco_egl_renders_on_the_gpu():
     assert result.returncode == 0, result.stderr[-3000:]
     renderer = result.stdout.split("RENDERER", 1)[1]
     assert "llvmpipe" not in renderer.lower(), f"rendered in software: {renderer}"
+
+
+@requires_cuda
+def test_a_batch_collected_on_the_gpu_is_stored_and_counted_on_the_cpu():
+    """A batched Warp env on a GPU hands its batches over on that device: the replay buffer
+    and the episode statistics still live on the CPU (the mutant `.to(None)` would keep them
+    on the GPU, where the CPU episode sums would fail)."""
+    from tests.test_data_rules import batches_with_episode_ends
+    from tests.test_integrity import data_module_fed_with
+
+    batches = [batch.to("cuda") for batch in batches_with_episode_ends([[9, 29]])]
+    data = data_module_fed_with(batches)
+    assert data.replay_buffer[:5].device == torch.device("cpu")
+    episodes, _ = data.finished_episodes_since(0)
+    assert all(value.device == torch.device("cpu") for value in episodes.values())
+    assert len(next(iter(episodes.values()))) == 2
