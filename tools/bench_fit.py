@@ -20,15 +20,18 @@ It also times the CLI's start-up (``vlmrm --help``, ``vlmrm fit --help`` cold an
 
     python tools/bench_fit.py [--tasks quickstart humanoid] [--steps 2000] 2>/dev/null
 
-Tasks: ``quickstart`` (configs/quickstart.yaml: CartPole, vlmrm-tiny) and ``humanoid``
+Tasks: ``quickstart`` (configs/quickstart.yaml: CartPole, vlmrm-tiny), ``humanoid``
 (configs/kneeling.yaml at 224x224 with a random-weights ViT-B-32, 2 envs in worker
-processes, on this machine's CPU). Where a GPU is present, ``humanoid-paper`` is the paper
+processes, on this machine's CPU) and ``humanoid-warp`` (the same with the two worlds batched
+on the MuJoCo Warp backend; its reference-style row still renders with OpenGL, as the paper's
+reference implementation does). Where a GPU is present, ``humanoid-paper`` is the paper
 config itself (ViT-bigG-14 with random weights, 480x480, 8 worker envs).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import math
 import os
@@ -71,6 +74,20 @@ TASKS = {
         "--data.reward.init_args.dtype", "float32",
         "--data.reward.init_args.batch_size", "32",
         "--data.num_envs", "2", "--data.parallel", "true",
+        "--data.frames_per_batch", "64", "--data.learning_starts", "128",
+        "--data.batch_size", "256", "--data.updates_per_step", "0.03125",
+        "--data.buffer_size", "100000",
+    ]),
+    # The same run with the worlds batched on MuJoCo Warp (one env, no worker processes).
+    "humanoid-warp": ("kneeling.yaml", [
+        "--trainer.accelerator", "cpu",
+        "--data.env.render_height", "224", "--data.env.render_width", "224",
+        "--data.env.backend", "warp",
+        "--data.reward.init_args.model", "ViT-B-32",
+        "--data.reward.init_args.pretrained", "null",
+        "--data.reward.init_args.dtype", "float32",
+        "--data.reward.init_args.batch_size", "32",
+        "--data.num_envs", "2", "--data.parallel", "false",
         "--data.frames_per_batch", "64", "--data.learning_starts", "128",
         "--data.batch_size", "256", "--data.updates_per_step", "0.03125",
         "--data.buffer_size", "100000",
@@ -183,7 +200,17 @@ def reference_rate(data, steps: int) -> float | None:
         return None
     from vlmrm.envs.gym_env import make_gym_env
 
-    config, reward = data.env_config, data.reward
+    # The reference implementation renders with OpenGL in its env processes, whichever
+    # backend the vlmrm run used.
+    config = dataclasses.replace(
+        data.env_config,
+        backend="mujoco",
+        device=None,
+        warp_cache_dir=None,
+        warp_integrator=None,
+        warp_cpu_threads=None,
+    )
+    reward = data.reward
     n = data.num_envs
     steps_per_env = data.frames_per_batch // n
     learning_starts = data.learning_starts

@@ -126,18 +126,21 @@ for line in open("results.txt"):
     match = re.match(r"\s*(\S+)__mutmut_\d+: (.+)", line)
     if match:
         tally[match.group(1)][match.group(2).strip()] += 1
-print("| function | mutants | killed | timeout | survived | other |")
-print("|---|---|---|---|---|---|")
+print("| function | mutants | killed | timeout | segfault | survived | other |")
+print("|---|---|---|---|---|---|---|")
 total = collections.Counter()
 for name, counts in sorted(tally.items()):
     n = sum(counts.values())
-    other = n - counts["killed"] - counts["timeout"] - counts["survived"]
+    caught = counts["killed"] + counts["timeout"] + counts["segfault"]
+    other = n - caught - counts["survived"]
     if n == counts["not checked"]:
         continue
     total.update(counts)
-    print(f"| {name} | {n} | {counts['killed']} | {counts['timeout']} | {counts['survived']} | {other} |")
-checked = total["killed"] + total["timeout"] + total["survived"]
-print(f"\nkilled {total['killed'] + total['timeout']} of {checked} checked "
-      f"({100 * (total['killed'] + total['timeout']) / max(checked, 1):.1f}%, timeouts count as killed)")
+    print(f"| {name} | {n} | {counts['killed']} | {counts['timeout']} | {counts['segfault']} "
+          f"| {counts['survived']} | {other} |")
+caught = total["killed"] + total["timeout"] + total["segfault"]
+checked = caught + total["survived"]
+print(f"\nkilled {caught} of {checked} checked ({100 * caught / max(checked, 1):.1f}%; a "
+      "timeout or a crash of the test process (segfault) counts as killed: the tests noticed)")
 EOF
 grep ": survived" results.txt || true
