@@ -36,7 +36,7 @@ data)
 envs)
     files="src/vlmrm/envs/classic_control.py src/vlmrm/envs/torchrl_env.py src/vlmrm/envs/gym_env.py src/vlmrm/envs/humanoid.py"
     names='vlmrm.envs.classic_control.x_pendulum_angle* vlmrm.envs.classic_control.xǁPaperCartPoleEnvǁ* vlmrm.envs.classic_control.xǁPaperMountainCarEnvǁ* vlmrm.envs.torchrl_env.xǁVLMRMEnvǁ_step* vlmrm.envs.torchrl_env.xǁVLMRMEnvǁ_reset* vlmrm.envs.torchrl_env.xǁVLMRMEnvǁ_output* vlmrm.envs.gym_env.xǁVLMRMGymEnvǁ* vlmrm.envs.humanoid.xǁPaperHumanoidEnvǁ__init__* vlmrm.envs.humanoid.xǁHumanoidPoseDetectorǁ*'
-    tests="tests/test_env_rules.py tests/test_poses.py tests/test_envs.py tests/test_env_specs.py --deselect=tests/test_envs.py::test_parallel_env_distinct_frames_and_clean_shutdown"
+    tests="tests/test_env_rules.py tests/test_detector_rules.py tests/test_poses.py tests/test_envs.py tests/test_env_specs.py --deselect=tests/test_envs.py::test_parallel_env_distinct_frames_and_clean_shutdown"
     ;;
 *)
     echo "unknown module $module (sac, rewards, data, envs)" >&2
