@@ -6,22 +6,42 @@ uses), rendering off, under actions that make it fail: the Humanoid goes limp an
 CartPole's pole drops, the Hopper falls. The paper variants must never terminate (gymnasium's
 own would), must truncate exactly at ``episode_length``, and ``done`` must always be
 ``terminated | truncated``. Other gymnasium ids keep their own termination rule.
+
+Then the rules of single envs: the paper CartPole's track ends, angle wrap and inclusive
+success thresholds, MountainCar's absorbing goal, reset options reaching gymnasium, and what
+VLMRMGymEnv / VLMRMEnv emit (success where undefined, metadata, dtypes per spec, frames drawn
+into a given slot). Several of these were written against surviving mutants
+(tools/mutation.sh envs).
 """
 
 from __future__ import annotations
 
 import math
+import tracemalloc
+import warnings
 from collections.abc import Callable
 
+import gymnasium as gym
 import mujoco
 import numpy as np
 import pytest
 import torch
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+from gymnasium.envs.registration import EnvSpec
 from tensordict import TensorDictBase
 
 from vlmrm import keys
-from vlmrm.envs import HUMANOID_CAMERA, HUMANOID_TASKS, EnvConfig, make_env, make_gym_env
+from vlmrm.envs import (
+    HUMANOID_CAMERA,
+    HUMANOID_TASKS,
+    EnvConfig,
+    VLMRMEnv,
+    VLMRMGymEnv,
+    make_env,
+    make_gym_env,
+)
 from vlmrm.envs.humanoid import HumanoidPoseDetector
+from vlmrm.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -374,5 +394,305 @@ def test_env_success_uses_the_task_detector(task: str) -> None:
             assert info["success"] is expected, name
             assert detector(task, raw.data) is expected
             assert not terminated
+    finally:
+        env.close()
+
+
+# --- the paper's CartPole: track ends, angle wrap, success thresholds, constructor kwargs ----
+
+
+def _cartpole() -> VLMRMGymEnv:
+    return make_gym_env(EnvConfig("CartPole", render=False))
+
+
+def test_cartpole_reset_options_and_the_ends_of_the_track() -> None:
+    """gymnasium's reset options ``low``/``high`` set the start range (every state variable
+    uniform in it) and reach the env through the wrapper; a start beyond the end of the track
+    is put at the end, stopped, and a pole angle beyond pi is wrapped."""
+    env = _cartpole()
+    space = env.observation_space
+    try:
+        # Inside the track and angle range, the requested start is kept as is, even exactly at
+        # the end of the track [-2.4, 2.4] (a closed interval, as in is_success).
+        for start in (0.3, -2.4, 2.4):
+            obs, _ = env.reset(seed=0, options={"low": start, "high": start})
+            assert obs.dtype == np.float32 and obs in space
+            np.testing.assert_allclose(obs, np.full(4, start, np.float32), rtol=0, atol=1e-6)
+            assert obs[1] == np.float32(start)  # the cart keeps its speed: it hit nothing
+        # Beyond the end: stopped at the end; the angle wrapped to [-pi, pi].
+        for start in (3.0, -4.0):
+            obs, _ = env.reset(seed=0, options={"low": start, "high": start})
+            assert obs.dtype == np.float32 and obs in space
+            assert obs[0] == math.copysign(2.4, start) and obs[1] == 0.0
+            angle = math.remainder(start, 2 * math.pi)  # the same angle, in [-pi, pi]
+            assert obs[2] == pytest.approx(angle, abs=1e-6)  # measured 0; float32 ulp 2.4e-7
+            assert obs[3] == np.float32(start)
+
+        # Driven into the end of the track by a step: it stops there (velocity exactly 0).
+        obs, _ = env.reset(seed=0, options={"low": 2.35, "high": 2.35})
+        for _ in range(5):
+            obs, _, terminated, truncated, _ = env.step(1)
+            if obs[0] == np.float32(2.4):
+                break
+        assert obs[0] == np.float32(2.4) and obs[1] == 0.0
+        assert not terminated and not truncated
+    finally:
+        env.close()
+
+
+def test_cartpole_success_thresholds_are_inclusive() -> None:
+    """Success (and reward 1) while |x| <= 2.4 and |theta| <= 12 degrees, the thresholds
+    included, as in gymnasium's termination rule."""
+    env = _cartpole()
+    cartpole = env.unwrapped
+    env.reset(seed=0)
+    try:
+        at_limit = cartpole.theta_threshold_radians
+        assert at_limit == CARTPOLE_FALLEN
+        beyond = math.nextafter(at_limit, math.inf)
+        cases = {
+            (0.0, at_limit): True,
+            (0.0, -at_limit): True,
+            (2.4, 0.0): True,
+            (-2.4, at_limit): True,
+            (0.0, beyond): False,
+            (0.0, -beyond): False,
+        }
+        for (x, theta), inside in cases.items():
+            cartpole.state = np.array([x, 0.0, theta, 0.0])
+            assert cartpole.is_success() is inside, (x, theta)
+    finally:
+        env.close()
+
+
+def test_cartpole_env_kwargs_reach_gymnasium() -> None:
+    """``env_kwargs`` go to gymnasium's CartPole constructor: one it accepts builds the env (the
+    reward stays the paper's), one it does not is the user's ConfigError."""
+    with pytest.raises(ConfigError, match=r"env_kwargs=.*do not fit 'CartPole'"):
+        make_gym_env(EnvConfig("CartPole", env_kwargs={"gravity": 1.6}, render=False))
+    env = make_gym_env(EnvConfig("CartPole", env_kwargs={"sutton_barto_reward": True}))
+    try:
+        env.reset(seed=0)
+        _, reward, *_ = env.step(0)
+        assert reward == 1.0  # pole still up: the paper's reward, not Sutton and Barto's 0
+    finally:
+        env.close()
+
+
+def test_classic_envs_build_and_step_without_warnings() -> None:
+    """No warning on building, resetting or stepping the paper's classic envs (gymnasium warns,
+    for instance, when a space's bounds lose precision in the cast to its dtype)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for env_id in ("CartPole", "MountainCarContinuous", "Pendulum"):
+            env = make_gym_env(EnvConfig(env_id, render=False))
+            env.reset(seed=0)
+            env.step(env.action_space.sample())
+            env.close()
+    assert [str(w.message) for w in caught] == []
+
+
+# --- the paper's MountainCar: reset options and the absorbing goal ---------------------------
+
+
+def test_mountaincar_goal_step_and_frozen_state_after_it() -> None:
+    """The step that reaches the flag earns gymnasium's +100 (minus the action cost) and
+    leaves the car at the flag, stopped; later steps return that same observation (float32,
+    inside the observation space) with reward 0 and success, whatever the action."""
+    env = make_gym_env(EnvConfig("MountainCarContinuous", render=False))
+    space = env.observation_space
+    try:
+        # Reset options set the start position range (velocity starts at 0).
+        obs, info = env.reset(seed=0, options={"low": 0.43, "high": 0.43})
+        np.testing.assert_array_equal(obs, np.array([0.43, 0.0], np.float32))
+        assert info["success"] is False and info["progress"] == pytest.approx(0.43)
+
+        push = np.array([1.0], np.float32)
+        for _ in range(30):  # about 8 steps from 0.43 at full throttle
+            obs, reward, terminated, truncated, info = env.step(push)
+            if info["success"]:
+                break
+        assert info["success"] is True and not terminated and not truncated
+        assert isinstance(obs, np.ndarray) and obs.dtype == np.float32 and obs in space
+        assert obs[0] >= 0.45 and obs[1] == 0.0  # at the flag, stopped
+        assert reward == pytest.approx(100.0 - 0.1)  # +100 minus 0.1 * action^2
+        at_flag = obs.copy()
+
+        for action in (push, -push, np.zeros(1, np.float32)):
+            obs, reward, terminated, truncated, info = env.step(action)
+            assert obs.dtype == np.float32 and obs in space
+            np.testing.assert_array_equal(obs, at_flag)
+            assert reward == 0.0 and info["success"] is True
+            assert info["progress"] == float(at_flag[0])
+            assert not terminated and not truncated
+
+        # A new episode starts away from the flag, without success.
+        obs, info = env.reset(seed=1)
+        assert obs[0] < 0.45 and info["success"] is False
+        _, _, _, _, info = env.step(np.zeros(1, np.float32))
+        assert info["success"] is False
+    finally:
+        env.close()
+
+
+# --- VLMRMGymEnv: success flag, metadata, spec, frame sources --------------------------------
+
+
+class RenderOnlyFrames:
+    """The smallest frame source VLMRMGymEnv accepts: ``render()`` without ``out`` and
+    ``close()``. Here gymnasium's own rgb_array drawing of the env, at its native size."""
+
+    def __init__(self, env) -> None:
+        self.env = env
+
+    def render(self) -> np.ndarray:
+        return self.env.render()
+
+    def close(self) -> None:
+        pass
+
+
+def test_gym_env_success_defined_or_false() -> None:
+    """``defines_success`` says whether the task has a success signal; where it has none
+    (any other gymnasium id), ``info["success"]`` is False on reset and step, and the TorchRL
+    env emits False."""
+    paper = make_gym_env(EnvConfig("Pendulum", render=False))
+    other = make_gym_env(EnvConfig("Acrobot-v1", render=False))
+    try:
+        assert paper.defines_success is True
+        assert other.defines_success is False
+        _, info = other.reset(seed=0)
+        assert info["success"] is False
+        *_, info = other.step(0)
+        assert info["success"] is False
+    finally:
+        paper.close()
+        other.close()
+    env = VLMRMEnv(EnvConfig("Acrobot-v1", render=False), seed=0)
+    try:
+        assert env.defines_success is False
+        td = env.rand_step(env.reset())
+        assert not td[keys.SUCCESS].any() and not td[keys.NEXT, keys.SUCCESS].any()
+    finally:
+        env.close()
+
+
+def test_gym_env_metadata_and_spec_of_a_hand_wrapped_env() -> None:
+    """The wrapper renders rgb_array frames at the wrapped env's frame rate (what video writers
+    read), and an env wrapped by hand has gymnasium's default spec: the inner env's spec with
+    VLMRMGymEnv appended."""
+    built = make_gym_env(EnvConfig("CartPole", render=False))
+    built.close()
+    assert built.metadata["render_modes"] == ["rgb_array"]
+    assert built.metadata["render_fps"] == CartPoleEnv.metadata["render_fps"] == 50
+
+    inner = gym.make("CartPole-v1", render_mode="rgb_array")
+    env = VLMRMGymEnv(inner, RenderOnlyFrames(inner), None, lambda: 0.0, (400, 600, 3))
+    try:
+        assert env.metadata["render_fps"] == 50
+        spec = env.spec
+        assert isinstance(spec, EnvSpec) and spec.id == "CartPole-v1"
+        assert spec.additional_wrappers[-1].name == "VLMRMGymEnv"
+    finally:
+        env.close()
+
+
+def test_gym_env_render_into_out_with_a_frame_source_without_out() -> None:
+    """``render(out=...)`` fills and returns ``out`` also when the frame source only offers
+    ``render()``."""
+    inner = gym.make("CartPole-v1", render_mode="rgb_array")
+    env = VLMRMGymEnv(inner, RenderOnlyFrames(inner), None, lambda: 0.0, (400, 600, 3))
+    try:
+        env.reset(seed=0)
+        out = np.zeros((400, 600, 3), dtype=np.uint8)
+        assert env.render(out=out) is out
+        np.testing.assert_array_equal(out, env.render())
+        assert out.any()
+    finally:
+        env.close()
+
+
+def test_gym_env_render_into_out_allocates_no_frame() -> None:
+    """With a frame source that draws into ``out`` (the MuJoCo renderer), ``render(out=...)``
+    writes the frame once, into ``out``: no frame-sized array is allocated on the way (the
+    batched env's step buffer relies on it, see VLMRMEnv.draw_steps_into)."""
+    env = make_gym_env(EnvConfig("Hopper-v5", render_height=64, render_width=64), seed=0)
+    try:
+        out = np.zeros(env.frame_shape, dtype=np.uint8)
+        env.render(out=out)  # the first frame makes the GL context
+        frame_bytes = out.nbytes  # 12288
+        tracemalloc.start()
+        try:
+            env.render(out=out)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        # Measured peak: 960 bytes; through a fresh frame and a copy it is 12480.
+        assert peak < frame_bytes // 2, peak
+        np.testing.assert_array_equal(out, env.render())
+    finally:
+        env.close()
+
+
+# --- VLMRMEnv (TorchRL) outputs --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        EnvConfig("Hopper-v5", render=False),  # gymnasium returns float64 observations
+        EnvConfig("CartPole", **TINY),  # discrete actions, frames drawn each step
+        EnvConfig("MountainCarContinuous", render=False),
+    ],
+    ids=lambda c: c.env_id,
+)
+def test_single_env_outputs_match_its_specs(config: EnvConfig) -> None:
+    """A lone VLMRMEnv (no batch buffer to cast into) emits on reset and step exactly the
+    dtypes and shapes of its specs, on its device: float32 observation, progress and reward,
+    bool done flags, uint8 frames."""
+    env = VLMRMEnv(config, seed=0)
+    try:
+        reset = env.reset()
+        stepped = env.rand_step(reset.clone())[keys.NEXT]
+    finally:
+        env.close()
+    for name, td in (("reset", reset), ("step", stepped)):
+        assert td.device == env.device == torch.device("cpu"), name
+        assert td.batch_size == torch.Size([]), name
+        specs = dict(env.observation_spec.items())
+        specs.update(env.full_done_spec.items())
+        if name == "step":
+            specs[keys.REWARD] = env.reward_spec
+        for key, spec in specs.items():
+            value = td[key]
+            assert (value.dtype, value.shape) == (spec.dtype, spec.shape), (name, key)
+            assert spec.is_in(value), (name, key)
+        assert not td[keys.DONE].any()
+
+
+def test_step_frames_drawn_into_the_given_slot_and_reset_frames_fresh() -> None:
+    """After ``draw_steps_into(slot)`` each step's frame is drawn into ``slot`` and emitted as
+    that very tensor; reset frames are fresh arrays that leave the slot alone; ``None``
+    restores a fresh array per step."""
+    env = VLMRMEnv(EnvConfig("CartPole", **TINY), seed=0)
+    slot = torch.full((32, 32, 3), 7, dtype=torch.uint8)
+    try:
+        env.draw_steps_into(slot)
+        reset = env.reset()
+        assert (slot == 7).all()  # untouched by the reset
+        reset_frame = reset[keys.PIXELS]
+        assert reset_frame.data_ptr() != slot.data_ptr()
+        np.testing.assert_array_equal(reset_frame.numpy(), env.gym_env.render())
+
+        frame = env.rand_step(reset.clone())[keys.NEXT, keys.PIXELS]
+        assert frame.data_ptr() == slot.data_ptr()
+        np.testing.assert_array_equal(slot.numpy(), env.gym_env.render())
+
+        env.draw_steps_into(None)
+        drawn = slot.clone()
+        frame = env.rand_step(reset.clone())[keys.NEXT, keys.PIXELS]
+        assert frame.data_ptr() != slot.data_ptr()
+        assert torch.equal(slot, drawn)
+        np.testing.assert_array_equal(frame.numpy(), env.gym_env.render())
     finally:
         env.close()
