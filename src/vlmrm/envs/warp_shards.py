@@ -8,7 +8,9 @@ render kernel is a foreign call that releases the GIL, so the shards render in p
 physics (cheap next to the frames: about a fifth of a 224x224 env step) stays one shard after
 the other on the calling thread, replayed from captured graphs: Warp replays a CPU graph
 through process-wide state, so two replays at once crash, and the frames are launched
-directly instead (two kernels). On a GPU one sim already fills the device and K is 1.
+directly instead (a few kernels). Each shard's render kernel is loaded on the calling thread
+before the threads start, since two first loads at once can leave a shard drawing another
+shard's worlds. On a GPU one sim already fills the device and K is 1.
 
 The shards hold exactly the worlds one sim would: world ``i`` keeps its seed and random stream,
 so a sharded env emits the same observations, rewards and frames as an unsharded one, bit for
