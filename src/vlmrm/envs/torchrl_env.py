@@ -301,6 +301,11 @@ def make_env(
             device=device,
             daemon=True,
             mp_start_method="spawn",
+            # TorchRL would lower this process's torch threads by the worker count, as if the
+            # workers stepped while it computed; in vlmrm's loop the reward model and SAC run
+            # after the workers have stepped, and need every thread (with data.overlap the
+            # two do run together, as any overlap shares the cores).
+            num_threads=torch.get_num_threads(),
             **_SHUTDOWN_TIMEOUT,
         )
     else:
