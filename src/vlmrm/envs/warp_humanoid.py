@@ -387,7 +387,7 @@ class WarpHumanoidSim:
         compiles or loads each kernel as it is recorded). Where capture fails (an older Warp
         or driver), the work keeps launching kernel by kernel.
 
-        ``render=False`` leaves the frames to direct kernel launches (two of them), which
+        ``render=False`` leaves the frames to direct kernel launches (a few of them), which
         other threads may run at the same time: Warp replays a CPU graph through process-wide
         state, so two replays at once crash (:mod:`vlmrm.envs.warp_shards`)."""
         wp = self.wp
