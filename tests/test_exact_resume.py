@@ -52,6 +52,16 @@ class InterruptAtSteps(L.Callback):
             signal.raise_signal(signal.SIGINT)
 
 
+class SigtermAtSteps(InterruptAtSteps):
+    """A real SIGTERM (cluster pre-emption) to this process at the end of the training steps
+    numbered in ``VLMRM_TEST_INTERRUPT_AT``."""
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step in self.steps:
+            self.steps.discard(trainer.global_step)
+            signal.raise_signal(signal.SIGTERM)
+
+
 class SignalDuringCollection(GroundTruthReward):
     """The env's reward, with a real SIGTERM sent to this process while it scores the
     collection numbered ``VLMRM_TEST_SIGNAL_AT_CALL`` (counted per process)."""
@@ -131,6 +141,26 @@ def test_ctrl_c_twice_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp
     assert a["env_steps"] == 700 and a["global_step"] == 120  # (700 - 100) * 0.2 updates
     assert len(a["rows"]) > 5
     assert_identical(a, b)
+
+
+def test_sigterm_during_a_training_step_checkpoints_that_step_and_exits_non_zero(
+    tmp_path, monkeypatch
+):
+    """Lightning also watches SIGTERM: at the end of the step it raised its own exit, a
+    `SystemExit` with status 0 that skipped the interrupt checkpoint, so a pre-empted run
+    looked finished to the cluster and resumed from an older periodic checkpoint. vlmrm's
+    handler keeps SIGTERM: the step's checkpoint is written and the exit status is 1."""
+    fit(tmp_path / "a", *RUN, config="cartpole_gt.yaml")
+    (uninterrupted,) = (tmp_path / "a" / "run").iterdir()
+    sigterm = "--trainer.callbacks+=tests.test_exact_resume.SigtermAtSteps"
+    monkeypatch.setenv("VLMRM_TEST_INTERRUPT_AT", "30")
+    with pytest.raises(SystemExit) as stopped:
+        fit(tmp_path / "b", *RUN, sigterm, config="cartpole_gt.yaml")
+    assert stopped.value.code == 1
+    (resumed,) = (tmp_path / "b" / "run").iterdir()
+    assert load(resumed / "checkpoints" / "last.ckpt")["global_step"] == 30
+    fit(tmp_path / "b", *RUN, sigterm, "--ckpt_path", "last", config="cartpole_gt.yaml")
+    assert_identical(final_state(uninterrupted), final_state(resumed))
 
 
 def test_sigterm_during_a_collection_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(

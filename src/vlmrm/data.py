@@ -39,6 +39,7 @@ from vlmrm.errors import CheckpointError, ConfigError
 from vlmrm.interrupts import (
     deferred_interrupts,
     hold_interrupts_until_released,
+    reclaim_signal_handlers,
     release_held_interrupts,
 )
 from vlmrm.keys import (
@@ -192,6 +193,10 @@ class HoldInterruptsDuringBatches(L.Callback):
     logging of its metrics) takes effect when the data stream is asked for the next batch, so
     the interrupt checkpoint holds the whole step, its logged row included, and a resumed run
     logs exactly what an uninterrupted one does (see :mod:`vlmrm.interrupts`)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Lightning's own SIGTERM handler would end the run with status 0 and no checkpoint.
+        reclaim_signal_handlers()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         hold_interrupts_until_released()

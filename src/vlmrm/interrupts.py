@@ -26,6 +26,7 @@ __all__ = [
     "deferred_interrupts",
     "hold_interrupts_until_released",
     "install_interrupt_handlers",
+    "reclaim_signal_handlers",
     "release_held_interrupts",
 ]
 
@@ -35,6 +36,7 @@ _pending_signal: int | None = None
 # in between waits for the batch's callbacks (metrics, checkpoints, evaluation) and Lightning's
 # logging to finish, so the interrupt checkpoint holds the whole step and its logged row.
 _holding = False
+_installed = False  # install_interrupt_handlers is active (vlmrm's handler owns the signals)
 
 
 def _handler(signum: int, frame: Any) -> None:
@@ -88,6 +90,19 @@ def deferred_interrupts() -> Iterator[None]:
         raise KeyboardInterrupt(f"signal {signum}")
 
 
+def reclaim_signal_handlers() -> None:
+    """Route SIGINT and SIGTERM to vlmrm's handler again, if :func:`install_interrupt_handlers`
+    is active. Lightning installs its own SIGTERM handler when a fit starts (it keeps ours
+    too): at the end of the next training step it would raise ``SIGTERMException``, a
+    ``SystemExit`` with status 0 that skips the interrupt checkpoint, so a pre-empted run
+    would look finished to the cluster. Called when training starts; Lightning puts back the
+    handlers it found when the fit ends."""
+    if not _installed or threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _handler)
+
+
 @contextmanager
 def install_interrupt_handlers() -> Iterator[None]:
     """Route SIGINT and SIGTERM through :func:`deferred_interrupts` while the body runs
@@ -95,13 +110,16 @@ def install_interrupt_handlers() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _installed
     previous: dict[int, Callable[..., Any] | int | None] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.getsignal(signum)
         signal.signal(signum, _handler)
+    outer, _installed = _installed, True
     try:
         yield
     finally:
+        _installed = outer
         release_held_interrupts(raise_pending=False)
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
