@@ -44,6 +44,7 @@ from vlmrm.rewards.transforms import GroundTruthReward, RewardTransform, VLMRewa
 
 __all__ = [
     "EpisodeBoundaries",
+    "FrameScoredReward",
     "SequenceReward",
     "StepBatch",
     "check_frame_score",
@@ -558,3 +559,19 @@ class SequenceReward(RewardTransform):
             k.removeprefix("state."): v.clone() for k, v in state.items() if k.startswith("state.")
         }
         self._episodes[True] = (boundaries, per_env)
+
+
+class FrameScoredReward(SequenceReward):
+    """A sequence reward built on a per-frame score (:attr:`scorer`: a VLM reward such as
+    :class:`~vlmrm.rewards.CLIPReward`): windows, trajectories and success detectors. The
+    scorer is checked when it is given, and its fingerprint is part of this reward's, so a
+    changed prompt or model counts as a changed reward (relabelling, reward schedules)."""
+
+    scorer: RewardTransform
+
+    def _use_scorer(self, score: Any) -> None:
+        check_frame_score(score, f"{type(self).__name__}.score")
+        self.scorer = score
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), "score": self.scorer.fingerprint()}

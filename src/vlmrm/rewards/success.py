@@ -15,9 +15,8 @@ from vlmrm.errors import CheckpointError, ConfigError, InputFileError
 from vlmrm.keys import IMAGE_EMBEDDING
 from vlmrm.rewards.backbone import VLMBackbone
 from vlmrm.rewards.steps import (
-    SequenceReward,
+    FrameScoredReward,
     StepBatch,
-    check_frame_score,
     frame_scores,
     step_embeddings,
 )
@@ -26,7 +25,7 @@ from vlmrm.rewards.transforms import RewardTransform
 __all__ = ["SuccessDetectorReward", "threshold_from_report"]
 
 
-class SuccessDetectorReward(SequenceReward):
+class SuccessDetectorReward(FrameScoredReward):
     """``1[score >= threshold]``: the VLM's verdict "the task is done" as a sparse reward,
     optionally mixed with the dense score (FuRL-style: the VLM's fuzzy score where it is
     trusted, a success bonus where it is confident).
@@ -90,7 +89,7 @@ class SuccessDetectorReward(SequenceReward):
         env_weight: float = 0.0,
     ) -> None:
         super().__init__(scale, offset, standardize, vlm_weight, env_weight)
-        check_frame_score(score, "SuccessDetectorReward.score")
+        self._use_scorer(score)
         if (threshold is None) == (check_report is None):
             raise ConfigError(
                 "SuccessDetectorReward: give exactly one of threshold (a number) and "
@@ -99,7 +98,6 @@ class SuccessDetectorReward(SequenceReward):
             )
         if threshold is None:
             threshold = threshold_from_report(check_report, score, report_reward)
-        self.scorer = score
         self.check_report = check_report
         self.threshold = threshold
         self.success_reward = success_reward
@@ -141,9 +139,6 @@ class SuccessDetectorReward(SequenceReward):
 
     def embedding_fingerprint(self) -> dict[str, Any] | None:
         return self.scorer.embedding_fingerprint()
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {**super().fingerprint(), "score": self.scorer.fingerprint()}
 
     def reward_from_embeddings(self, image_embeddings: torch.Tensor) -> torch.Tensor:
         """Normalised image embeddings ``[M, D]`` -> detector rewards ``[M]``."""

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
 from vlmrm.errors import ConfigError
-from vlmrm.rewards.steps import SequenceReward, StepBatch, check_frame_score, frame_scores
+from vlmrm.rewards.steps import FrameScoredReward, StepBatch, frame_scores
 from vlmrm.rewards.transforms import RewardTransform
 
 __all__ = ["TrajectoryReward"]
 
 
-class TrajectoryReward(SequenceReward):
+class TrajectoryReward(FrameScoredReward):
     """An episode-level reward: the VLM score of the mean embedding of the episode's frames.
 
     RoboCLIP (Sontakke et al., 2023) scores a whole episode's video against the task once, at
@@ -54,17 +54,13 @@ class TrajectoryReward(SequenceReward):
         env_weight: float = 0.0,
     ) -> None:
         super().__init__(scale, offset, standardize, vlm_weight, env_weight)
-        check_frame_score(score, "TrajectoryReward.score")
+        self._use_scorer(score)
         if payment not in ("last_step", "spread"):
             raise ConfigError(
                 f"TrajectoryReward: payment={payment!r}; use 'last_step' (pay the episode's "
                 "score at its end) or 'spread' (pay its increments at every step)."
             )
-        self.scorer = score
         self.payment = payment
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {**super().fingerprint(), "score": self.scorer.fingerprint()}
 
     def new_state(self, batch: StepBatch) -> dict[str, torch.Tensor]:
         width = self.scorer.embedding_dim

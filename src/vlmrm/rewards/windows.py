@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
 from vlmrm.errors import ConfigError
-from vlmrm.rewards.steps import SequenceReward, StepBatch, check_frame_score, frame_scores
+from vlmrm.rewards.steps import FrameScoredReward, StepBatch, frame_scores
 from vlmrm.rewards.transforms import RewardTransform
 
 __all__ = ["SlidingWindowReward"]
 
 
-class SlidingWindowReward(SequenceReward):
+class SlidingWindowReward(FrameScoredReward):
     """A per-frame VLM reward smoothed over the last ``window`` frames of each env's episode.
 
     With ``e_i`` the normalised image embedding of frame ``i`` and ``W_t`` the frames
@@ -54,7 +54,7 @@ class SlidingWindowReward(SequenceReward):
         env_weight: float = 0.0,
     ) -> None:
         super().__init__(scale, offset, standardize, vlm_weight, env_weight)
-        check_frame_score(score, "SlidingWindowReward.score")
+        self._use_scorer(score)
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ConfigError(f"SlidingWindowReward: window={window!r} must be an integer >= 1.")
         if average not in ("embedding", "reward"):
@@ -62,12 +62,8 @@ class SlidingWindowReward(SequenceReward):
                 f"SlidingWindowReward: average={average!r}; use 'embedding' (score the mean "
                 "embedding of the window) or 'reward' (mean of the per-frame rewards)."
             )
-        self.scorer = score
         self.window = window
         self.average = average
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {**super().fingerprint(), "score": self.scorer.fingerprint()}
 
     def new_state(self, batch: StepBatch) -> dict[str, torch.Tensor]:
         width = self.scorer.embedding_dim
