@@ -117,6 +117,7 @@ def start_collector_on(root_device: torch.device, monkeypatch: pytest.MonkeyPatc
         seed=0,
         env_steps=0,
         parallel=False,
+        overlap=False,
         _resume_carry=None,  # not resuming
     )
     with pytest.raises(EnvsWouldStartHere):

@@ -1,15 +1,19 @@
-"""``data.overlap``: collection and scoring on a worker thread while the learner trains.
+"""``data.overlap``: collection and scoring on a worker thread while the learner trains, the
+CPU envs stepping in a collector process.
 
 The promises checked here: the counts of a run (env steps, updates, stored transitions) are
 those of the sequential order; the collecting policy is the learner's as of the start of the
-collection (so at most one collection behind); an interrupted overlapped run resumes to the
-same end; nothing (thread or env worker process) survives the end of a run or a Ctrl-C.
+collection (so at most one collection behind), and the collector process acts with exactly
+the weights pushed before each collection; an interrupted overlapped run resumes to the same
+end; nothing (thread, collector or env worker process) survives the end of a run or a Ctrl-C.
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import threading
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -18,7 +22,9 @@ from tensordict import TensorDict
 
 from tests.test_integrity import EXPECTED_UPDATES, RESUME_RUN, counters
 from tests.test_training import fit
-from vlmrm.overlap import BackgroundCollection
+from vlmrm.envs import EnvConfig, make_env
+from vlmrm.overlap import BackgroundCollection, CollectorProcess
+from vlmrm.sac import SAC
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,7 +50,9 @@ class ActingPolicyCheck(L.Callback):
 
     @staticmethod
     def _same(trainer, pl_module) -> bool:
-        acting = trainer.datamodule._collector.policy
+        collector = trainer.datamodule._collector
+        assert isinstance(collector, CollectorProcess), "CartPole collects in a process"
+        acting = collector.acting_policy
         acting_params = list(acting.parameters())
         learning_params = list(pl_module.actor.parameters())
         assert acting_params and len(acting_params) == len(learning_params)
@@ -60,45 +68,48 @@ class ActingPolicyCheck(L.Callback):
         self.equal_at_end.append(self._same(trainer, pl_module))
 
 
-def test_overlapped_run_counts_like_a_sequential_one_and_acts_one_step_behind(tmp_path):
-    cli = fit(
-        tmp_path,
-        *RESUME_RUN,
-        *OVERLAP,
-        "--trainer.callbacks+=tests.test_overlap.ActingPolicyCheck",
-        config="cartpole_gt.yaml",
-    )
-    check = next(c for c in cli.trainer.callbacks if isinstance(c, ActingPolicyCheck))
-    # The counts of the sequential order (tests.test_integrity checks those of a sequential
-    # run with the same arguments).
-    assert cli.datamodule.env_steps == 600
-    assert len(cli.datamodule.replay_buffer) == 600
-    assert cli.trainer.global_step == int(cli.model.num_updates) == EXPECTED_UPDATES
-    # The worker collected while the learner trained, always starting with the newest weights.
-    assert check.equal_at_start and all(check.equal_at_start)
-    assert not all(check.equal_at_end), "the learner never moved ahead of the acting copy"
-    assert not collector_threads(), "the worker thread outlived the run"
-
-
-@pytest.mark.parametrize("parallel", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_interrupted_overlapped_run_resumes_to_the_sequential_end(tmp_path, parallel):
+def interrupt_an_overlapped_run(tmp_path, parallel: bool) -> tuple[list[str], Path]:
+    """Ctrl-C after two training steps of an overlapped run: its arguments and last.ckpt."""
     interrupt = "--trainer.callbacks+=tests.test_training.InterruptAfter"
     args = [*RESUME_RUN, *OVERLAP, "--data.parallel", str(parallel).lower()]
     with pytest.raises(SystemExit):
         fit(tmp_path, *args, interrupt, config="cartpole_gt.yaml")
-    # Ctrl-C: the collection in flight was dropped; no thread, no env process is left.
+    # Ctrl-C: the collection in flight was dropped; no thread, no process is left.
     assert not collector_threads()
     assert not multiprocessing.active_children()
     (run_dir,) = (tmp_path / "run").iterdir()
     last = run_dir / "checkpoints" / "last.ckpt"
     env_steps, global_step, num_updates = counters(last)
     assert env_steps < 600 and global_step == num_updates > 0
+    return args, last
 
-    cli = fit(tmp_path, *args, "--ckpt_path", "last", config="cartpole_gt.yaml")
+
+def test_interrupted_overlapped_run_resumes_to_the_sequential_end_acting_one_step_behind(
+    tmp_path,
+):
+    args, last = interrupt_an_overlapped_run(tmp_path, parallel=False)
+    check = "--trainer.callbacks+=tests.test_overlap.ActingPolicyCheck"
+    cli = fit(tmp_path, *args, check, "--ckpt_path", "last", config="cartpole_gt.yaml")
+    # The counts of the sequential order (tests.test_integrity checks those of a sequential
+    # run with the same arguments).
     assert cli.datamodule.env_steps == 600
+    assert len(cli.datamodule.replay_buffer) == 600
     assert cli.trainer.global_step == int(cli.model.num_updates) == EXPECTED_UPDATES
     assert counters(last) == (600, EXPECTED_UPDATES, EXPECTED_UPDATES)
-    assert not collector_threads() and not multiprocessing.active_children()
+    # The worker collected while the learner trained, always starting with the newest weights.
+    acting = next(c for c in cli.trainer.callbacks if isinstance(c, ActingPolicyCheck))
+    assert acting.equal_at_start and all(acting.equal_at_start)
+    assert not all(acting.equal_at_end), "the learner never moved ahead of the acting copy"
+    assert not collector_threads(), "the worker thread outlived the run"
+    assert not multiprocessing.active_children(), "the collector process outlived the run"
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_env_workers_inside_the_collector_process_leaves_none_behind(tmp_path):
+    """``data.parallel`` and ``data.overlap``: the collector process runs the env worker
+    processes; Ctrl-C still checkpoints and closes them all (the resume is the same as
+    above)."""
+    interrupt_an_overlapped_run(tmp_path, parallel=True)
 
 
 def test_background_collection_syncs_before_collecting_and_reraises_worker_errors():
@@ -146,3 +157,52 @@ def test_background_collection_syncs_before_collecting_and_reraises_worker_error
         background.take()
     background.close()
     assert not collector_threads()
+
+
+def test_collector_process_acts_with_the_weights_pushed_before_each_collection():
+    """No prefetch: each batch is collected after the preceding sync_policy, with its weights.
+
+    The learner's last layer is set so that one action has all the probability (logit 30
+    against 0: the other's probability is 1e-13), alternating between batches; a collector
+    that started the next batch when it delivered the last (TorchRL's asynchronous
+    collectors do) would act with the previous weights and return the other action.
+    """
+    sac = SAC(4, 2, discrete=True, action_encoding="index", hidden_sizes=(8, 8))
+    config = EnvConfig(env_id="CartPole", render_width=16, render_height=16)
+    collector = CollectorProcess(
+        functools.partial(make_env, config, num_envs=2, seed=0),
+        sac.make_policy(deterministic=False),
+        learner=sac.actor,
+        frames_per_batch=8,
+        init_random_frames=0,
+        seed=0,
+    )
+    try:
+        batches = iter(collector)
+        last = [m for m in sac.actor.modules() if isinstance(m, torch.nn.Linear)][-1]
+        for favoured in (0, 1, 0, 1):
+            with torch.no_grad():
+                last.weight.zero_()
+                last.bias.zero_()
+                last.bias[favoured] = 30.0
+            collector.sync_policy()
+            batch = next(batches)
+            assert batch.batch_size == (2, 4) and batch.device == torch.device("cpu")
+            assert batch["action"].eq(favoured).all(), (favoured, batch["action"])
+            assert batch["next", "pixels"].shape == (2, 4, 16, 16, 3)
+    finally:
+        collector.shutdown()
+    assert not multiprocessing.active_children()
+
+
+def test_collector_process_refuses_a_learner_of_another_shape():
+    sac, other = SAC(4, 2, discrete=True), SAC(4, 3, discrete=True)
+    with pytest.raises(ValueError, match="do not match the acting policy"):
+        CollectorProcess(
+            functools.partial(make_env, EnvConfig(env_id="CartPole"), num_envs=1, seed=0),
+            sac.make_policy(),
+            learner=other.actor,
+            frames_per_batch=4,
+            init_random_frames=0,
+            seed=0,
+        )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import os
 import random
@@ -56,7 +57,7 @@ from vlmrm.keys import (
     SUCCESS,
     TERMINATED,
 )
-from vlmrm.overlap import BackgroundCollection
+from vlmrm.overlap import BackgroundCollection, CollectorProcess
 from vlmrm.relabel import RewardSchedule, describe_change, relabel_buffer
 from vlmrm.rewards import GroundTruthReward, RewardTransform
 from vlmrm.rewards.steps import keeps_embeddings, link_discount, reward_device, reward_metrics
@@ -311,11 +312,12 @@ class RLDataModule(L.LightningDataModule):
         reward_schedule: changes of the reward's arguments at env-step counts, e.g.
             ``[{at_env_steps: 2000000, goal_prompts: [...]}, {at_env_steps: 4000000,
             alpha: 0.5}]``; the buffer is relabelled at each change.
-        overlap: collect and score the next batch on a worker thread while the learner
-            trains on the previous one (see :mod:`vlmrm.overlap`): a training step costs
-            about its slowest stage instead of their sum. The collecting policy is then at
-            most one collection behind the learner, and runs are not reproducible bit for
-            bit (the two threads draw from one random stream). ``False``: the strictly
+        overlap: collect and score the next batch while the learner trains on the previous
+            one (see :mod:`vlmrm.overlap`): a training step costs about its slowest stage
+            instead of their sum. CPU envs step in a collector process (no GIL shared with
+            the learner), a Warp env on a worker thread; the batch is scored on that thread.
+            The collecting policy is then at most one collection behind the learner, and
+            runs are not promised to be reproducible bit for bit. ``False``: the strictly
             sequential order (collect, score, store, update), reproducible for a seed.
     """
 
@@ -815,6 +817,9 @@ class RLDataModule(L.LightningDataModule):
         # of the interrupted ones are dropped rather than added to the new ones.
         if self._resume_carry is None:
             self.tracker.sums.zero_()
+        if self.overlap and self.env_config.backend != "warp":
+            self._start_collector_process(module)
+            return
         self._env = make_env(
             self.env_config,
             num_envs=self.num_envs,
@@ -862,6 +867,39 @@ class RLDataModule(L.LightningDataModule):
                 device=reward_device(self.reward),
             )
             self._background.start()
+
+    def _start_collector_process(self, module: L.LightningModule) -> None:
+        """``data.overlap`` with CPU envs: the envs and the acting policy step in a collector
+        process (see :class:`~vlmrm.overlap.CollectorProcess`); this process scores each
+        batch on the overlap worker thread while the learner trains."""
+        env_seed = self.seed + self.env_steps
+        self._collector = CollectorProcess(
+            functools.partial(
+                make_env,
+                self.env_config,
+                num_envs=self.num_envs,
+                seed=env_seed,
+                parallel=self.parallel,
+                rank=self.trainer.global_rank,
+            ),
+            module.make_policy(deterministic=False),
+            learner=module.actor,
+            frames_per_batch=self.frames_per_batch,
+            init_random_frames=max(
+                0, math.ceil(self.learning_starts / self.world_size) - self.env_steps
+            ),
+            # Each rank's actions are sampled from its own stream (its first env's seed).
+            seed=env_seed + self.trainer.global_rank * self.num_envs,
+        )
+        self._collector_iter = iter(self._collector)
+        self._background = BackgroundCollection(
+            next_batch=lambda: next(self._collector_iter),
+            score=lambda batch: self.reward.score(batch.get(NEXT), root=batch),
+            fingerprint=self.reward.fingerprint,
+            sync_policy=self._collector.sync_policy,
+            device=reward_device(self.reward),
+        )
+        self._background.start()
 
     def _env_carry(self) -> dict[str, Any] | None:
         """The envs' states and the collector's carried step (observation, frame, done flags,

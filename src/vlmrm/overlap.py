@@ -2,9 +2,9 @@
 
 In the strictly sequential order a training step costs the sum of its stages: the envs step
 and render a batch, the reward model scores it, then SAC updates. With ``data.overlap: true``
-:class:`BackgroundCollection` runs the first two on one worker thread (the envs themselves
-in worker processes when ``data.parallel: true``; the reward model on its own device and,
-on a GPU, its own CUDA stream) while the main thread trains, so a step costs about its
+:class:`BackgroundCollection` runs the first two on one worker thread (the CPU envs
+themselves in a :class:`CollectorProcess`, see below; the reward model on its own device
+and, on a GPU, its own CUDA stream) while the main thread trains, so a step costs about its
 slowest stage. The queue between them holds one batch: at most one collection is in flight.
 
 What stays on the main thread, so that every rank issues its collectives in the same order
@@ -16,10 +16,23 @@ The collecting policy is a copy of the learner's actor, refreshed from the learn
 a collection starts. That collection runs while the learner trains on the previous batch, so
 the policy that collects a batch lacks at most the one training step running alongside it:
 it is at most one collection behind the learner (in the sequential order it is up to date).
+
+Where the envs step matters on a CPU. Stepping and rendering an env is Python-heavy work, and
+Python runs one thread at a time (the GIL): an env stepped on the worker thread holds the GIL
+most of the time, and every one of the learner's few hundred small torch calls per SAC update
+waits for it. Measured on 2 CPU cores, the learner ran at about half its speed next to an env
+thread, so the overlapped loop was slower than the sequential one. So the CPU envs (the
+``mujoco`` and classic-control backends) step in a :class:`CollectorProcess` of their own,
+and the worker thread only waits for the batch and scores it. A batched Warp env stays in
+this process: it steps all its worlds in a few kernel launches that release the GIL, and on a
+GPU its frames stay on the device for the reward model.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
+import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,8 +42,12 @@ from typing import Any
 
 import torch
 from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModule
+from torch import nn
+from torchrl.collectors import MultiSyncCollector
+from torchrl.envs import EnvBase
 
-__all__ = ["BackgroundCollection", "CollectedBatch"]
+__all__ = ["BackgroundCollection", "CollectedBatch", "CollectorProcess"]
 
 
 @dataclass
@@ -143,3 +160,83 @@ def _stream_context(stream: torch.cuda.Stream | None) -> Iterator[None]:
     else:
         with torch.cuda.stream(stream):
             yield
+
+
+class CollectorProcess(MultiSyncCollector):
+    """The envs and a copy of the acting policy in one collector process.
+
+    TorchRL's :class:`~torchrl.collectors.MultiSyncCollector` with a single worker: a batch is
+    collected only when the next one is asked for (no step is taken between the delivery of a
+    batch and the next request), so a collection started right after :meth:`sync_policy`
+    acts with exactly the weights it pushed. Batches ``[N, T]`` come back through shared
+    memory, on the CPU.
+
+    Args:
+        make_env: builds the envs (``[N]``) in the collector process; it is pickled there,
+            so it must be a picklable callable such as a ``functools.partial``.
+        policy: the acting policy (``observation -> action``); a CPU copy is sent to the
+            process, so the process never touches a GPU.
+        learner: the module whose weights :meth:`sync_policy` pushes into that copy (the
+            learner's actor, on any device; the copy must have the same parameters).
+        frames_per_batch: env steps per batch, summed over the ``N`` envs.
+        init_random_frames: env steps taken with uniformly random actions first.
+        seed: seeds the process's torch generator (the policy's action samples).
+    """
+
+    def __init__(
+        self,
+        make_env: Callable[[], EnvBase],
+        policy: TensorDictModule,
+        *,
+        learner: nn.Module,
+        frames_per_batch: int,
+        init_random_frames: int,
+        seed: int,
+    ) -> None:
+        acting = copy.deepcopy(policy).to("cpu")
+        self._acting_params = list(acting.parameters())
+        self._learner_params = list(learner.parameters())
+        if [p.shape for p in self._acting_params] != [p.shape for p in self._learner_params]:
+            raise ValueError("The learner's parameters do not match the acting policy's.")
+        # Building the collector resets the envs in the process; here it must not draw from
+        # the training's random streams (an uninterrupted run built it at another moment).
+        with torch.random.fork_rng(devices=[]):
+            super().__init__(
+                [make_env],
+                acting,
+                frames_per_batch=frames_per_batch,
+                total_frames=-1,
+                init_random_frames=init_random_frames,
+                cat_results=0,  # one worker's [N, T] batch as it is
+                use_buffers=True,
+                policy_device="cpu",
+                env_device="cpu",
+                storing_device="cpu",
+                # TorchRL would lower this process's torch threads by one per worker; keep
+                # them: the reward model, which scores here, is usually the slowest stage.
+                num_threads=torch.get_num_threads(),
+                init_fn=functools.partial(_collector_process_init, seed),
+                auto_register_policy_transforms=False,
+            )
+        self._acting = acting
+
+    @property
+    def acting_policy(self) -> TensorDictModule:
+        """The CPU copy whose weights the process acts with after :meth:`sync_policy`."""
+        return self._acting
+
+    @torch.no_grad()
+    def sync_policy(self) -> None:
+        """Copy the learner's weights into the acting copy and push them to the process (call
+        it while no collection is in flight)."""
+        torch._foreach_copy_(self._acting_params, self._learner_params)
+        self.update_policy_weights_(self._acting)
+
+
+def _collector_process_init(seed: int) -> None:
+    """Runs first in the collector process. Ctrl-C and SIGTERM are the trainer's to handle:
+    it checkpoints, then shuts the process down (a process that died mid-batch would leave
+    the trainer waiting for it); and the policy's action samples come from a seeded stream."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    torch.manual_seed(seed)
