@@ -20,8 +20,9 @@ it is at most one collection behind the learner (in the sequential order it is u
 Where the envs step matters on a CPU. Stepping and rendering an env is Python-heavy work, and
 Python runs one thread at a time (the GIL): an env stepped on the worker thread holds the GIL
 most of the time, and every one of the learner's few hundred small torch calls per SAC update
-waits for it. Measured on 2 CPU cores, the learner ran at about half its speed next to an env
-thread, so the overlapped loop was slower than the sequential one. So the CPU envs (the
+waits for it. Measured on 2 CPU cores (``tools/bench_overlap.py``), the learner lost a third
+to a half of its speed next to an env thread, and the overlapped loop was slower than the
+sequential one. So the CPU envs (the
 ``mujoco`` and classic-control backends) step in a :class:`CollectorProcess` of their own,
 and the worker thread only waits for the batch and scores it. A batched Warp env stays in
 this process: it steps all its worlds in a few kernel launches that release the GIL, and on a

@@ -1,0 +1,163 @@
+"""Benchmark: how fast the learner's SAC updates run next to env collection on a thread or
+in a collector process (why ``data.overlap`` steps CPU envs in a process).
+
+Python runs one thread at a time (the GIL). Stepping and rendering an env is mostly Python,
+and a SAC update is a few hundred small torch calls, each of which must take the GIL back
+after its kernel. This measures SAC updates/s of vlmrm's update (batch 256, 2x256 MLPs,
+discrete CartPole sizes, as the quickstart) in the main thread:
+
+- ``alone``: nothing else running;
+- ``next to an env thread``: the quickstart's 4 CartPole envs stepped and rendered on a
+  thread of this process, as ``data.overlap`` did before the collector process;
+- ``next to a collector process``: the same envs collecting continuously in a
+  :class:`vlmrm.overlap.CollectorProcess`, as ``data.overlap`` does now;
+
+each at the torch threads given, and prints the env steps/s the collection reached meanwhile.
+
+    python tools/bench_overlap.py [--seconds 8] [--threads 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+from tensordict import TensorDict
+
+from vlmrm.envs import EnvConfig, make_env
+from vlmrm.overlap import CollectorProcess
+from vlmrm.sac import SAC
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_name  # tools/machine.py
+
+BATCH, UPDATES_PER_CALL = 256, 10
+NUM_ENVS, FRAMES_PER_BATCH = 4, 200  # the quickstart's
+
+
+def update_step(module: SAC):
+    """One call of ``UPDATES_PER_CALL`` discrete SAC updates on a random batch."""
+    optimizers = module.configure_optimizers()
+    k, obs = UPDATES_PER_CALL, 4
+    batch = TensorDict(
+        {
+            "observation": torch.randn(k, BATCH, obs),
+            "action": torch.randint(0, 2, (k, BATCH)),
+            "next": {
+                "observation": torch.randn(k, BATCH, obs),
+                "reward": torch.randn(k, BATCH, 1),
+                "terminated": torch.zeros(k, BATCH, 1, dtype=torch.bool),
+                "done": torch.zeros(k, BATCH, 1, dtype=torch.bool),
+            },
+        },
+        [k, BATCH],
+    )
+    return lambda: module.run_updates(batch, optimizers)
+
+
+def updates_per_s(step, seconds: float) -> float:
+    step()
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        step()
+        calls += 1
+    return calls * UPDATES_PER_CALL / (time.perf_counter() - start)
+
+
+class EnvThread:
+    """Steps the quickstart envs with random actions on a thread until stopped."""
+
+    def __init__(self) -> None:
+        self.env = make_env(EnvConfig(env_id="CartPole"), num_envs=NUM_ENVS, seed=0)
+        self.steps, self.stop = 0, threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        td = self.env.reset()
+        while not self.stop.is_set():
+            td = self.env.rand_step(td)["next"]
+            self.steps += NUM_ENVS
+
+    def __enter__(self):
+        self.thread.start()
+        time.sleep(1.0)
+        self.start = (time.perf_counter(), self.steps)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.rate = (self.steps - self.start[1]) / (time.perf_counter() - self.start[0])
+        self.stop.set()
+        self.thread.join()
+        self.env.close()
+
+
+class ProcessCollection:
+    """The same envs collecting batch after batch in a CollectorProcess, fetched on a thread
+    (as the overlap worker thread does)."""
+
+    def __init__(self, module: SAC) -> None:
+        config = EnvConfig(env_id="CartPole")
+        self.collector = CollectorProcess(
+            functools.partial(make_env, config, num_envs=NUM_ENVS, seed=0),
+            module.make_policy(deterministic=False),
+            learner=module.actor,
+            frames_per_batch=FRAMES_PER_BATCH,
+            init_random_frames=0,
+            seed=0,
+        )
+        self.batches = iter(self.collector)
+        next(self.batches)  # the process is up
+        self.steps, self.stop = 0, threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.steps += next(self.batches).numel()
+
+    def __enter__(self):
+        self.thread.start()
+        time.sleep(1.0)
+        self.start = (time.perf_counter(), self.steps)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.rate = (self.steps - self.start[1]) / (time.perf_counter() - self.start[0])
+        self.stop.set()
+        self.thread.join()
+        self.collector.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per row")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads")
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores {cpu_name()}, torch {torch.__version__}\n")
+    print("| torch threads | learner | SAC updates/s | of alone | env steps/s meanwhile |")
+    print("|---|---|---:|---:|---:|")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        module = SAC(4, 2, discrete=True, action_encoding="index")
+        step = update_step(module)
+        alone = updates_per_s(step, args.seconds)
+        print(f"| {threads} | alone | {alone:.1f} | 100% | - |", flush=True)
+        for name, background in (
+            ("next to an env thread", EnvThread),
+            ("next to a collector process", functools.partial(ProcessCollection, module)),
+        ):
+            with background() as collection:
+                rate = updates_per_s(step, args.seconds)
+            print(
+                f"| {threads} | {name} | {rate:.1f} | {rate / alone:.0%} | {collection.rate:.1f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
