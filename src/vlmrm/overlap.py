@@ -230,7 +230,9 @@ class CollectorProcess(MultiSyncCollector):
     def sync_policy(self) -> None:
         """Copy the learner's weights into the acting copy and push them to the process (call
         it while no collection is in flight)."""
-        torch._foreach_copy_(self._acting_params, self._learner_params)
+        # One copy_ per tensor: the learner may sit on a GPU and the copy on the CPU.
+        for acting, learning in zip(self._acting_params, self._learner_params, strict=True):
+            acting.copy_(learning)
         self.update_policy_weights_(self._acting)
 
 
