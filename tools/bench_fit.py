@@ -64,33 +64,25 @@ QUIET = [
 ]  # fmt: skip
 
 # fmt: off
+# The kneeling config at 224x224 with a random-weights ViT-B-32 on this machine's CPU, 2 envs.
+HUMANOID_CPU = [
+    "--trainer.accelerator", "cpu",
+    "--data.env.render_height", "224", "--data.env.render_width", "224",
+    "--data.reward.init_args.model", "ViT-B-32",
+    "--data.reward.init_args.pretrained", "null",
+    "--data.reward.init_args.dtype", "float32",
+    "--data.reward.init_args.batch_size", "32",
+    "--data.num_envs", "2",
+    "--data.frames_per_batch", "64", "--data.learning_starts", "128",
+    "--data.batch_size", "256", "--data.updates_per_step", "0.03125",
+    "--data.buffer_size", "100000",
+]
 TASKS = {
     "quickstart": ("quickstart.yaml", ["--data.learning_starts", "400"]),
-    "humanoid": ("kneeling.yaml", [
-        "--trainer.accelerator", "cpu",
-        "--data.env.render_height", "224", "--data.env.render_width", "224",
-        "--data.reward.init_args.model", "ViT-B-32",
-        "--data.reward.init_args.pretrained", "null",
-        "--data.reward.init_args.dtype", "float32",
-        "--data.reward.init_args.batch_size", "32",
-        "--data.num_envs", "2", "--data.parallel", "true",
-        "--data.frames_per_batch", "64", "--data.learning_starts", "128",
-        "--data.batch_size", "256", "--data.updates_per_step", "0.03125",
-        "--data.buffer_size", "100000",
-    ]),
+    "humanoid": ("kneeling.yaml", [*HUMANOID_CPU, "--data.parallel", "true"]),
     # The same run with the worlds batched on MuJoCo Warp (one env, no worker processes).
     "humanoid-warp": ("kneeling.yaml", [
-        "--trainer.accelerator", "cpu",
-        "--data.env.render_height", "224", "--data.env.render_width", "224",
-        "--data.env.backend", "warp",
-        "--data.reward.init_args.model", "ViT-B-32",
-        "--data.reward.init_args.pretrained", "null",
-        "--data.reward.init_args.dtype", "float32",
-        "--data.reward.init_args.batch_size", "32",
-        "--data.num_envs", "2", "--data.parallel", "false",
-        "--data.frames_per_batch", "64", "--data.learning_starts", "128",
-        "--data.batch_size", "256", "--data.updates_per_step", "0.03125",
-        "--data.buffer_size", "100000",
+        *HUMANOID_CPU, "--data.env.backend", "warp", "--data.parallel", "false",
     ]),
     "humanoid-paper": ("kneeling.yaml", [
         "--data.reward.init_args.pretrained", "null",

@@ -42,7 +42,7 @@ NUM_ENVS, FRAMES_PER_BATCH = 4, 200  # the quickstart's
 
 
 def update_step(module: SAC):
-    """One call of ``UPDATES_PER_CALL`` discrete SAC updates on a random batch."""
+    """A callable running ``UPDATES_PER_CALL`` discrete SAC updates on a random batch."""
     optimizers = module.configure_optimizers()
     k, obs = UPDATES_PER_CALL, 4
     batch = TensorDict(
@@ -70,19 +70,20 @@ def updates_per_s(step, seconds: float) -> float:
     return calls * UPDATES_PER_CALL / (time.perf_counter() - start)
 
 
-class EnvThread:
-    """Steps the quickstart envs with random actions on a thread until stopped."""
+class BackgroundCollection:
+    """Collects on a thread while the learner is timed; ``rate``: its env steps/s meanwhile.
+    Subclasses give ``_run`` (count steps into ``self.steps`` until ``self.stop``) and
+    ``_close``."""
 
     def __init__(self) -> None:
-        self.env = make_env(EnvConfig(env_id="CartPole"), num_envs=NUM_ENVS, seed=0)
         self.steps, self.stop = 0, threading.Event()
         self.thread = threading.Thread(target=self._run)
 
     def _run(self) -> None:
-        td = self.env.reset()
-        while not self.stop.is_set():
-            td = self.env.rand_step(td)["next"]
-            self.steps += NUM_ENVS
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
 
     def __enter__(self):
         self.thread.start()
@@ -94,10 +95,27 @@ class EnvThread:
         self.rate = (self.steps - self.start[1]) / (time.perf_counter() - self.start[0])
         self.stop.set()
         self.thread.join()
+        self._close()
+
+
+class EnvThread(BackgroundCollection):
+    """Steps the quickstart envs with random actions on a thread until stopped."""
+
+    def __init__(self) -> None:
+        self.env = make_env(EnvConfig(env_id="CartPole"), num_envs=NUM_ENVS, seed=0)
+        super().__init__()
+
+    def _run(self) -> None:
+        td = self.env.reset()
+        while not self.stop.is_set():
+            td = self.env.rand_step(td)["next"]
+            self.steps += NUM_ENVS
+
+    def _close(self) -> None:
         self.env.close()
 
 
-class ProcessCollection:
+class ProcessCollection(BackgroundCollection):
     """The same envs collecting batch after batch in a CollectorProcess, fetched on a thread
     (as the overlap worker thread does)."""
 
@@ -113,23 +131,13 @@ class ProcessCollection:
         )
         self.batches = iter(self.collector)
         next(self.batches)  # the process is up
-        self.steps, self.stop = 0, threading.Event()
-        self.thread = threading.Thread(target=self._run)
+        super().__init__()
 
     def _run(self) -> None:
         while not self.stop.is_set():
             self.steps += next(self.batches).numel()
 
-    def __enter__(self):
-        self.thread.start()
-        time.sleep(1.0)
-        self.start = (time.perf_counter(), self.steps)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.rate = (self.steps - self.start[1]) / (time.perf_counter() - self.start[0])
-        self.stop.set()
-        self.thread.join()
+    def _close(self) -> None:
         self.collector.shutdown()
 
 
