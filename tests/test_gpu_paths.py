@@ -10,14 +10,16 @@ import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from tensordict import TensorDict
+from torch.utils.data import DataLoader, IterableDataset
 
-from tests.test_sac import OBS_DIM, RandomBatches, _identity, small_sac
+from tests.test_sac import OBS_DIM, RandomBatches, _identity, random_batch, small_sac
 from vlmrm.data import RLDataModule
 from vlmrm.envs import EnvConfig
 from vlmrm.errors import ConfigError
@@ -194,9 +196,10 @@ def fit_sac(discrete: bool, **trainer_kwargs) -> tuple[L.Trainer, torch.nn.Modul
 def test_sac_trains_under_bf16_mixed_precision_on_the_cpu(discrete):
     trainer, module, before = fit_sac(discrete, accelerator="cpu", precision="bf16-mixed")
     assert int(module.num_updates) == trainer.global_step == 12
-    # Lightning's precision plugin is in the loop (not the plain-torch shortcut), with no
-    # loss scaler (bfloat16 needs none).
-    assert not module._plain_optimization()
+    # No loss scaler (bfloat16 needs none), so the plugin adds nothing to a backward or a
+    # step and the module calls torch directly (tests/test_sac_fast_path.py checks that this
+    # trains exactly like Lightning's plumbing).
+    assert module._plain_optimization()
     assert not module._has_grad_scaler()
     for name in ("losses/critic", "losses/actor", "charts/entropy"):
         assert torch.isfinite(trainer.callback_metrics[name]), name
@@ -209,6 +212,63 @@ def test_sac_trains_under_bf16_mixed_precision_on_the_cpu(discrete):
         ]
         assert changed and all(changed), prefix
     assert all(p.dtype == torch.float32 for p in module.parameters())
+
+
+def test_bf16_mixed_sac_warns_only_on_cpus_that_emulate_bfloat16(monkeypatch):
+    monkeypatch.setattr(backbone, "cpu_has_native_bfloat16", lambda: False)
+    with pytest.warns(UserWarning, match="bf16-mixed on a CPU without AVX512-BF16.*32-true"):
+        fit_sac(False, accelerator="cpu", precision="bf16-mixed")
+    monkeypatch.setattr(backbone, "cpu_has_native_bfloat16", lambda: True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_sac(False, accelerator="cpu", precision="bf16-mixed")
+    monkeypatch.setattr(backbone, "cpu_has_native_bfloat16", lambda: False)
+    with warnings.catch_warnings(record=True) as caught_fp32:  # float32 never warns
+        warnings.simplefilter("always")
+        fit_sac(False, accelerator="cpu", precision="32-true")
+    for warning in (*caught, *caught_fp32):
+        assert "AVX512-BF16" not in str(warning.message)
+
+
+class SameBatches(IterableDataset):
+    """Fixed ``[K, B]`` batches, stacked (one training step of K updates) or one update each."""
+
+    def __init__(self, batches: list[TensorDict], stacked: bool) -> None:
+        self.batches, self.stacked = batches, stacked
+
+    def __iter__(self) -> Iterator[TensorDict]:
+        for batch in self.batches:
+            yield from [batch] if self.stacked else batch.split(1, dim=0)
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_bf16_mixed_updates_in_one_training_step_see_each_others_weights(discrete):
+    """Autocast caches the bfloat16 copy of each weight until its context ends, and Lightning's
+    bf16-mixed wraps a whole training step in one context. Every optimizer step inside a
+    training step must drop that cache: K updates in one training step must train exactly
+    like K training steps of one update each (where each update starts a fresh context)."""
+    torch.manual_seed(1)
+    batches = [random_batch(4, 16, small_sac(discrete=discrete, action_dim=3)) for _ in range(2)]
+    results = []
+    for stacked in (True, False):
+        torch.manual_seed(0)
+        # A large learning rate, so a stale bfloat16 weight would differ from a fresh one.
+        module = small_sac(discrete=discrete, action_dim=3, critic_lr=0.05, actor_lr=0.05)
+        trainer = L.Trainer(
+            max_steps=8,
+            accelerator="cpu",
+            precision="bf16-mixed",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        loader = DataLoader(SameBatches(batches, stacked), batch_size=None, collate_fn=_identity)
+        trainer.fit(module, loader)
+        assert int(module.num_updates) == trainer.global_step == 8
+        results.append(module.state_dict())
+    for (name, value), other in zip(results[0].items(), results[1].values(), strict=True):
+        assert torch.equal(value, other), name
 
 
 # --- on a real GPU only --------------------------------------------------------------------------

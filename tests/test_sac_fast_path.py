@@ -1,10 +1,10 @@
 """SAC's direct-to-torch path under a Trainer (vlmrm.sac.SAC._plain_optimization).
 
 Where Lightning's backward and optimizer-step plumbing would add nothing (one device, 32-bit
-precision, no hooks), the module calls ``loss.backward()`` and ``optimizer.step()`` itself.
-These tests train the same module twice on the same data, once on that path and once forced
-onto Lightning's (a callback with a backward hook), and require bit-identical weights, the
-same step count, and the hooks still called where they exist.
+or bf16-mixed precision, no hooks), the module calls ``loss.backward()`` and
+``optimizer.step()`` itself. These tests train the same module twice on the same data, once
+on that path and once forced onto Lightning's (a callback with a backward hook), and require
+bit-identical weights, the same step count, and the hooks still called where they exist.
 """
 
 from __future__ import annotations
@@ -55,12 +55,15 @@ class CountBackward(L.Callback):
         self.calls += 1
 
 
-def _train(callbacks: list[L.Callback], policy_delay: int = 1) -> tuple[SAC, L.Trainer]:
+def _train(
+    callbacks: list[L.Callback], policy_delay: int = 1, precision: str = "32-true"
+) -> tuple[SAC, L.Trainer]:
     torch.manual_seed(0)
     module = SAC(OBS_DIM, ACT_DIM, hidden_sizes=(16, 16), policy_delay=policy_delay)
     trainer = L.Trainer(
         max_steps=4 * K,
         accelerator="cpu",
+        precision=precision,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -72,11 +75,13 @@ def _train(callbacks: list[L.Callback], policy_delay: int = 1) -> tuple[SAC, L.T
     return module, trainer
 
 
-@pytest.mark.parametrize("policy_delay", [1, 2])
-def test_direct_path_trains_exactly_like_lightnings(policy_delay: int) -> None:
-    direct, direct_trainer = _train([], policy_delay)
+@pytest.mark.parametrize(
+    ("policy_delay", "precision"), [(1, "32-true"), (2, "32-true"), (1, "bf16-mixed")]
+)
+def test_direct_path_trains_exactly_like_lightnings(policy_delay: int, precision: str) -> None:
+    direct, direct_trainer = _train([], policy_delay, precision)
     counter = CountBackward()
-    hooked, hooked_trainer = _train([counter], policy_delay)
+    hooked, hooked_trainer = _train([counter], policy_delay, precision)
     assert direct._plain and not hooked._plain  # each run took the path under test
     assert direct_trainer.global_step == hooked_trainer.global_step == 4 * K
     for (name, value), other in zip(

@@ -107,10 +107,10 @@ def call_times(step: Callable[[], None], seconds: float) -> list[float]:
     return times
 
 
-def matmul_gflops(n: int, seconds: float = 1.0) -> float:
-    """Measured fp32 GFLOP/s of ``[n, n] @ [n, n]`` (the machine's practical matmul rate),
-    from the median time of one product."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(n: int, seconds: float = 1.0, dtype: torch.dtype = torch.float32) -> float:
+    """Measured GFLOP/s of ``[n, n] @ [n, n]`` in ``dtype`` (the machine's practical matmul
+    rate), from the median time of one product."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     return 2 * n**3 / statistics.median(call_times(lambda: a @ b, seconds)) / 1e9
 
 
@@ -153,11 +153,16 @@ def vlmrm_step(obs_dim: int, act_dim: int, fused: bool, cls: type = SAC) -> Call
 
 
 def vlmrm_trainer_rate(
-    obs_dim: int, act_dim: int, seconds: float, expected_rate: float, cls: type = SAC
+    obs_dim: int,
+    act_dim: int,
+    seconds: float,
+    expected_rate: float,
+    cls: type = SAC,
+    precision: str = "32-true",
 ) -> float:
     """Updates/s of the module inside ``lightning.Trainer.fit`` (manual_backward, strategy
-    optimizer steps, logging), from the median time between the ends of successive training
-    steps after the second."""
+    optimizer steps, logging) at Lightning ``precision``, from the median time between the
+    ends of successive training steps after the second."""
     import lightning as L
     from torch.utils.data import DataLoader, IterableDataset
 
@@ -189,6 +194,7 @@ def vlmrm_trainer_rate(
     trainer = L.Trainer(
         max_steps=steps * K,
         accelerator="cpu",
+        precision=precision,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -328,12 +334,17 @@ def main() -> None:
         "vlmrm SAC (foreach Adam)": lambda o, a: vlmrm_step(o, a, fused=False),
         "TorchRL SACLoss (eager)": torchrl_step,
     }
-    trainer_variants = {"vlmrm SAC (fused) in lightning.Trainer": SAC}
+    # name -> (SAC class, Lightning precision). bf16-mixed runs the products in bfloat16
+    # (autocast; weights, Adam and losses stay float32): native on CPUs with AVX512-BF16 or AMX.
+    trainer_variants = {
+        "vlmrm SAC (fused) in lightning.Trainer": (SAC, "32-true"),
+        "vlmrm SAC (fused) in lightning.Trainer, bf16-mixed": (SAC, "bf16-mixed"),
+    }
     if args.baseline:
         old = load_sac_class(args.baseline)
         print(f"baseline: {args.baseline}")
         variants["before: vlmrm SAC (fused Adam)"] = lambda o, a: vlmrm_step(o, a, True, old)
-        trainer_variants["before: vlmrm SAC (fused) in lightning.Trainer"] = old
+        trainer_variants["before: vlmrm SAC (fused) in lightning.Trainer"] = (old, "32-true")
     try:
         import stable_baselines3  # noqa: F401
 
@@ -359,9 +370,9 @@ def main() -> None:
             for name, step in steps.items():
                 rates[name].append(rate(step, K, args.seconds))
             expected = rates["vlmrm SAC (fused Adam)"][-1]
-            for name, cls in trainer_variants.items():
+            for name, (cls, precision) in trainer_variants.items():
                 rates[name].append(
-                    vlmrm_trainer_rate(obs_dim, act_dim, args.seconds, expected, cls)
+                    vlmrm_trainer_rate(obs_dim, act_dim, args.seconds, expected, cls, precision)
                 )
         median = {name: statistics.median(values) for name, values in rates.items()}
         limit = statistics.median(peaks) / gflop
@@ -392,7 +403,8 @@ def main() -> None:
             )
     print(
         f"\nfp32 matmul peak (1024^3, median): {statistics.median(peaks):.1f} GFLOP/s; "
-        f"at 256^3 (the update's size): {matmul_gflops(256):.1f} GFLOP/s"
+        f"at 256^3 (the update's size): {matmul_gflops(256):.1f} GFLOP/s; bfloat16 at 256^3: "
+        f"{matmul_gflops(256, dtype=torch.bfloat16):.1f} GFLOP/s"
     )
 
     print("\nWhere one update's time goes (torch.profiler, fused Adam; ms per update):\n")

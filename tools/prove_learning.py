@@ -8,6 +8,7 @@ and prints the learning curve and a summary table.
 
     python tools/prove_learning.py                    # both tasks
     python tools/prove_learning.py --tasks pendulum   # one
+    python tools/prove_learning.py --precision bf16-mixed   # SAC's products in bfloat16
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def learning_curve(metrics_csv: Path, metric: str, points: int = 10) -> list[tup
     return curve
 
 
-def run(task: str, root: Path, threads: int, overlap: bool = False) -> dict[str, float]:
+def run(
+    task: str, root: Path, threads: int, overlap: bool = False, precision: str = "32-true"
+) -> dict[str, float]:
     config, metric, target = TASKS[task]
     root.mkdir(parents=True, exist_ok=True)
     overlay = root / "csv_logger.yaml"
@@ -75,7 +78,8 @@ def run(task: str, root: Path, threads: int, overlap: bool = False) -> dict[str,
             "--trainer.enable_progress_bar", "false",
             "--trainer.enable_model_summary", "false",
             "--data.overlap", str(overlap).lower(),
-            "--run_name", f"{task}-{'overlap' if overlap else 'sequential'}",
+            "--trainer.precision", precision,
+            "--run_name", f"{task}-{'overlap' if overlap else 'sequential'}-{precision}",
         ]
     )  # fmt: skip
     wall_s = time.perf_counter() - start
@@ -112,9 +116,16 @@ def main() -> None:
         default=["sequential"],
         help="collection order(s) to train in (data.overlap); both: side by side",
     )
+    parser.add_argument(
+        "--precision",
+        default="32-true",
+        help="Lightning precision of the SAC updates (trainer.precision), e.g. bf16-mixed",
+    )
     args = parser.parse_args()
     results = {
-        f"{task} ({mode})": run(task, args.root, args.threads, overlap=mode == "overlap")
+        f"{task} ({mode}, {args.precision})": run(
+            task, args.root, args.threads, overlap=mode == "overlap", precision=args.precision
+        )
         for task in args.tasks
         for mode in args.modes
     }

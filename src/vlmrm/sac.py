@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -372,6 +373,22 @@ class SAC(L.LightningModule):
         """``observation [*, obs_dim] -> action`` in env units (see :class:`SACPolicy`)."""
         return SACPolicy(self, deterministic)(observation)
 
+    def on_fit_start(self) -> None:
+        """Warn where ``bf16-mixed`` would slow the updates down instead of speeding them up."""
+        plugin = self.trainer.precision_plugin
+        if getattr(plugin, "precision", None) == "bf16-mixed" and self.device.type == "cpu":
+            # Imported here: only this case needs it (rewards pulls in open_clip).
+            from vlmrm.rewards import backbone
+
+            if not backbone.cpu_has_native_bfloat16():
+                warnings.warn(
+                    "trainer.precision=bf16-mixed on a CPU without AVX512-BF16/AMX: PyTorch "
+                    "emulates bfloat16 matrix products there, measured about 50x slower than "
+                    "float32, so every SAC update gets slower. Use --trainer.precision 32-true "
+                    "on this machine.",
+                    stacklevel=2,
+                )
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse, with one message, a checkpoint whose networks cannot fit this module."""
         saved = checkpoint.get("hyper_parameters", {})
@@ -693,9 +710,11 @@ class SAC(L.LightningModule):
         """Whether Lightning's backward and (non-counting) optimizer-step plumbing would do
         nothing but ``loss.backward()`` and ``optimizer.step()`` in this run.
 
-        True without a Trainer, and under a Trainer on one device with plain 32-bit
-        precision, no profiler, and no callback or module hook on either side of a backward
-        or an optimizer step. Then :meth:`_backward` and :meth:`_step` call torch directly:
+        True without a Trainer, and under a Trainer on one device with plain 32-bit or
+        ``bf16-mixed`` precision (whose plugin, without a loss scaler, adds nothing to a
+        backward or a step: its autocast context wraps the whole training step either way), no
+        profiler, and no callback or module hook on either side of a backward or an optimizer
+        step. Then :meth:`_backward` and :meth:`_step` call torch directly:
         Lightning's per-call hook dispatch cost about as much as the small networks' own
         arithmetic (``tools/bench_sac.py``, Trainer rows). Anything else keeps Lightning's
         path. The critic step always goes through ``LightningOptimizer.step``: it is the
@@ -703,16 +722,22 @@ class SAC(L.LightningModule):
         """
         if self._trainer is None:
             return True
-        from lightning.pytorch.plugins.precision import Precision
+        from lightning.pytorch.plugins.precision import MixedPrecision, Precision
         from lightning.pytorch.profilers import PassThroughProfiler
         from lightning.pytorch.strategies import SingleDeviceStrategy
         from lightning.pytorch.utilities.model_helpers import is_overridden
 
         trainer = self.trainer
+        plugin = trainer.precision_plugin
+        plain_precision = type(plugin) is Precision or (
+            type(plugin) is MixedPrecision
+            and plugin.precision == "bf16-mixed"
+            and plugin.scaler is None
+        )
         if (
             trainer.world_size != 1
             or type(trainer.strategy) is not SingleDeviceStrategy
-            or type(trainer.precision_plugin) is not Precision
+            or not plain_precision
             or not isinstance(trainer.profiler, PassThroughProfiler)
         ):
             return False
