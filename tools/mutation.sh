@@ -19,8 +19,8 @@ snap=${2:-/tmp/vlmrm-mutation-$module}
 
 case $module in
 sac)
-    files="src/vlmrm/sac.py"
-    names='vlmrm.sac.x__scaled_log_std* vlmrm.sac.xǁEnsembleMLPǁforward* vlmrm.sac.xǁActionRescaleǁforward* vlmrm.sac.xǁActionRescaleǁinverse* vlmrm.sac.xǁSACǁ_sample_action* vlmrm.sac.xǁSACǁ_actor_and_alpha_step* vlmrm.sac.xǁEnsembleMLPǁforward_detached* vlmrm.sac.xǁEnsembleMLPǁ_layers* vlmrm.sac.xǁSACǁ_update_continuous* vlmrm.sac.xǁSACǁ_update_discrete* vlmrm.sac.xǁSACǁrun_updates* vlmrm.sac.xǁSACǁ_soft_update_target* vlmrm.sac.xǁSACǁ_training_actions* vlmrm.sac.xǁSACǁ_needs_update_phase*'
+    files="src/vlmrm/sac.py src/vlmrm/networks.py"
+    names='vlmrm.networks.x__scaled_log_std* vlmrm.networks.xǁEnsembleMLPǁforward* vlmrm.networks.xǁActionRescaleǁforward* vlmrm.networks.xǁActionRescaleǁinverse* vlmrm.sac.xǁSACǁ_sample_action* vlmrm.sac.xǁSACǁ_actor_and_alpha_step* vlmrm.networks.xǁEnsembleMLPǁforward_detached* vlmrm.networks.xǁEnsembleMLPǁ_layers* vlmrm.sac.xǁSACǁ_update_continuous* vlmrm.sac.xǁSACǁ_update_discrete* vlmrm.sac.xǁSACǁrun_updates* vlmrm.sac.xǁSACǁ_soft_update_target* vlmrm.sac.xǁSACǁ_training_actions* vlmrm.sac.xǁSACǁ_needs_update_phase*'
     tests="tests/test_sac_reference.py tests/test_sac.py"
     ;;
 rewards)
