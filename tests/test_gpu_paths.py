@@ -214,6 +214,36 @@ def test_sac_trains_under_bf16_mixed_precision_on_the_cpu(discrete):
     assert all(p.dtype == torch.float32 for p in module.parameters())
 
 
+@pytest.mark.parametrize("discrete", [False, True])
+def test_bf16_mixed_runs_hidden_layers_in_bfloat16_and_heads_in_float32(discrete):
+    """On the CPU autocast runs the products *and* log_softmax, tanh, exp and softplus in
+    bfloat16, on whatever a bfloat16 product returns. A Q value near 100 then has a
+    resolution of 0.5, coarser than CartPole's action gaps: discrete SAC under bf16-mixed
+    diverged (tools/prove_learning.py: alpha 0.7 -> 500, eval success 1.0 -> 0). The heads
+    (each network's last layer) compute in float32, so Q values, logits, log-probabilities
+    and losses are float32; the hidden layers keep their bfloat16 products."""
+    torch.manual_seed(0)
+    module = small_sac(discrete=discrete, action_dim=3)
+    observations, actions = torch.randn(5, OBS_DIM), torch.rand(5, 3)
+    critic_input = observations if discrete else torch.cat([observations, actions], -1)
+
+    def outputs() -> list[torch.Tensor]:
+        out = [module.actor(observations), module.critic(critic_input)]
+        out.append(module.critic_target(critic_input))
+        out.append(module.critic(critic_input, detach_params=True))
+        if not discrete:
+            out.append(module.critic.forward_detached(observations, actions))
+        return out
+
+    full = outputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+        mixed = outputs()
+    for value, reference in zip(mixed, full, strict=True):
+        assert value.dtype == torch.float32
+        assert not torch.equal(value, reference)  # the hidden layers did run in bfloat16
+        torch.testing.assert_close(value, reference, rtol=0.05, atol=0.02)
+
+
 def test_bf16_mixed_sac_warns_only_on_cpus_that_emulate_bfloat16(monkeypatch):
     monkeypatch.setattr(backbone, "cpu_has_native_bfloat16", lambda: False)
     with pytest.warns(UserWarning, match="bf16-mixed on a CPU without AVX512-BF16.*32-true"):

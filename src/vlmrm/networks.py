@@ -2,10 +2,20 @@
 
 The collector process (``data.overlap``) unpickles the acting policy: with these classes in
 a module of their own it imports torch but not Lightning, and starts about 1.5 s sooner.
+
+Mixed precision (``trainer.precision: bf16-mixed``): every network's last layer, its head,
+computes in the weights' dtype (float32) with autocast switched off, and only the hidden
+layers' products run in bfloat16. On the CPU autocast also runs ``log_softmax``, ``tanh``,
+``exp`` and ``softplus`` in bfloat16 on whatever a bfloat16 product returns; with bfloat16
+heads a Q value near 100 had a resolution of 0.5, coarser than CartPole's action gaps, and
+discrete SAC diverged (``tools/prove_learning.py``: alpha 0.7 -> 500, success 1.0 -> 0).
+With float32 heads, Q values, logits, log-probabilities and losses are float32, at the cost
+of the heads' few products (one output column per critic, ``2 * act_dim`` for the actor).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from collections.abc import Sequence
@@ -18,7 +28,7 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from vlmrm.sac import SAC
 
-__all__ = ["ActionRescale", "EnsembleMLP", "SACPolicy", "mlp"]
+__all__ = ["ActionRescale", "EnsembleMLP", "HeadLinear", "SACPolicy", "mlp"]
 
 # CleanRL's bounds on the actor's log standard deviation.
 LOG_STD_MIN = -5.0
@@ -26,14 +36,32 @@ LOG_STD_MAX = 2.0
 
 
 def mlp(in_features: int, hidden_sizes: Sequence[int], out_features: int) -> nn.Sequential:
-    """A ReLU MLP ``[*, in_features] -> [*, out_features]`` (linear output layer)."""
+    """A ReLU MLP ``[*, in_features] -> [*, out_features]`` (linear output layer, a
+    :class:`HeadLinear`)."""
     layers: list[nn.Module] = []
     sizes = [in_features, *hidden_sizes]
     for fan_in, fan_out in itertools.pairwise(sizes):
         # In place: Linear's backward does not need its output, ReLU's needs only its own.
         layers += [nn.Linear(fan_in, fan_out), nn.ReLU(inplace=True)]
-    layers.append(nn.Linear(sizes[-1], out_features))
+    layers.append(HeadLinear(sizes[-1], out_features))
     return nn.Sequential(*layers)
+
+
+class HeadLinear(nn.Linear):
+    """A network's output layer: ``nn.Linear`` computed in its weights' dtype even under
+    autocast (see the module docstring). Same parameters and state-dict keys as
+    ``nn.Linear``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        with _outside_autocast(x):
+            return super().forward(x.to(self.weight.dtype))
+
+
+def _outside_autocast(x: Tensor) -> contextlib.AbstractContextManager:
+    """Autocast switched off for ``x``'s device while it is on (a no-op context otherwise)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class EnsembleMLP(nn.Module):
@@ -86,31 +114,38 @@ class EnsembleMLP(nn.Module):
         varying columns only: the actor loss needs dQ/da, not dQ/ds, and for Humanoid
         (s: 348 columns, a: 17) the full input gradient was 8% of an update's arithmetic.
         """
+        if len(self.weights) == 1:  # the first layer is the head
+            with _outside_autocast(fixed):
+                dtype = self.weights[0].dtype
+                return self._split_first_layer(fixed.to(dtype), varying.to(dtype))
+        x = self._split_first_layer(fixed, varying)
+        return self._layers(torch.relu_(x), 1, detach_params=True)
+
+    def _split_first_layer(self, fixed: Tensor, varying: Tensor) -> Tensor:
         n = fixed.shape[-1]
         weight, bias = self.weights[0].detach(), self.biases[0].detach()
         shape = (self.ensemble_size, *fixed.shape[:-1])
         with torch.no_grad():
             base = torch.baddbmm(bias, fixed.expand(*shape, n), weight[:, :n])
         varying = varying.expand(*shape, varying.shape[-1])
-        x = torch.baddbmm(base, varying, weight[:, n:])
-        if len(self.weights) == 1:
-            return x
-        return self._layers(torch.relu_(x), 1, detach_params=True)
+        return torch.baddbmm(base, varying, weight[:, n:])
 
     def _layers(self, x: Tensor, first: int, detach_params: bool) -> Tensor:
-        """Layers ``first, first + 1, ...`` on ``x`` ``[E, B, in_first]``."""
+        """Layers ``first, first + 1, ...`` on ``x`` ``[E, B, in_first]``; the last one (the
+        head) in the weights' dtype, outside autocast."""
         last = len(self.weights) - 1
-        for i in range(first, last + 1):
-            weight, bias = self.weights[i], self.biases[i]
-            if detach_params:
-                weight, bias = weight.detach(), bias.detach()
-            if weight.shape[-1] == 1 and x.device.type == "cpu":
-                x = _per_member_addmm(bias, x, weight)
-            else:
-                x = torch.baddbmm(bias, x, weight)
-            if i < last:
-                x = torch.relu_(x)  # safe: baddbmm's backward does not need its output
-        return x
+        for i in range(first, last):
+            x = torch.relu_(self._layer(x, i, detach_params))  # baddbmm's backward needs no output
+        with _outside_autocast(x):
+            return self._layer(x.to(self.weights[last].dtype), last, detach_params)
+
+    def _layer(self, x: Tensor, i: int, detach_params: bool) -> Tensor:
+        weight, bias = self.weights[i], self.biases[i]
+        if detach_params:
+            weight, bias = weight.detach(), bias.detach()
+        if weight.shape[-1] == 1 and x.device.type == "cpu":
+            return _per_member_addmm(bias, x, weight)
+        return torch.baddbmm(bias, x, weight)
 
 
 def _per_member_addmm(bias: Tensor, x: Tensor, weight: Tensor) -> Tensor:
