@@ -36,11 +36,17 @@ TASKS = {
 
 
 def learning_curve(metrics_csv: Path, metric: str, points: int = 10) -> list[tuple[int, float]]:
-    """``(env steps, mean of train/<metric> over the episodes logged since the last point)``."""
+    """``(env steps, mean of train/<metric> over the episodes logged since the last point)``.
+
+    The CSV logger writes the episode metrics and ``time/env_steps`` on separate rows of the
+    same ``step``; they are joined on it.
+    """
+    table = list(csv.DictReader(metrics_csv.open()))
+    env_steps = {r["step"]: float(r["time/env_steps"]) for r in table if r.get("time/env_steps")}
     rows = [
-        (float(r["time/env_steps"]), float(r[f"train/{metric}"]))
-        for r in csv.DictReader(metrics_csv.open())
-        if r.get(f"train/{metric}") and r.get("time/env_steps")
+        (env_steps[r["step"]], float(r[f"train/{metric}"]))
+        for r in table
+        if r.get(f"train/{metric}") and r["step"] in env_steps
     ]
     if not rows:
         return []
