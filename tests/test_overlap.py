@@ -5,7 +5,8 @@ The promises checked here: the counts of a run (env steps, updates, stored trans
 those of the sequential order; the collecting policy is the learner's as of the start of the
 collection (so at most one collection behind), and the collector process acts with exactly
 the weights pushed before each collection; an interrupted overlapped run resumes to the same
-end; nothing (thread, collector or env worker process) survives the end of a run or a Ctrl-C.
+end; two overlapped runs with the same seed end bit for bit alike; nothing (thread, collector
+or env worker process) survives the end of a run or a Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from tensordict import TensorDict
 
 from tests.test_integrity import EXPECTED_UPDATES, RESUME_RUN, counters
-from tests.test_training import fit
+from tests.test_training import fit, load
 from vlmrm.envs import EnvConfig, make_env
 from vlmrm.overlap import BackgroundCollection, CollectorProcess
 from vlmrm.sac import SAC
@@ -68,6 +69,33 @@ class ActingPolicyCheck(L.Callback):
         self.equal_at_end.append(self._same(trainer, pl_module))
 
 
+def assert_same_tensors(a, b, where: str = "") -> None:
+    """Nested dicts, lists and tuples of tensors and plain values: equal bit for bit."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_tensors(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_tensors(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": x}}`` -> ``{"a.b": x}``."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
 def interrupt_an_overlapped_run(tmp_path, parallel: bool) -> tuple[list[str], Path]:
     """Ctrl-C after two training steps of an overlapped run: its arguments and last.ckpt."""
     interrupt = "--trainer.callbacks+=tests.test_training.InterruptAfter"
@@ -88,6 +116,23 @@ def test_interrupted_overlapped_run_resumes_to_the_sequential_end_acting_one_ste
     tmp_path,
 ):
     args, last = interrupt_an_overlapped_run(tmp_path, parallel=False)
+    # Same seed, same machine: another overlapped run interrupted at the same training step
+    # holds the same weights, transitions and random states, bit for bit. Only the main thread
+    # draws from this process's random streams; the collector process draws from its own,
+    # seeded one; every collection starts at the same point of the main thread's sequence.
+    _, again = interrupt_an_overlapped_run(tmp_path / "again", parallel=False)
+    first, second = load(last), load(again)
+    assert_same_tensors(first["state_dict"], second["state_dict"])
+    assert int(first["state_dict"]["num_updates"]) > 0
+    buffers = [state["RLDataModule"]["replay_buffer"]["_storage"] for state in (first, second)]
+    assert buffers[0]["_len"] == buffers[1]["_len"] > 0
+    stored = [
+        {key: value[: buffer["_len"]] for key, value in flatten(buffer["_storage"]).items()}
+        for buffer in buffers
+    ]  # the storage past _len is allocated, never written
+    assert_same_tensors(*stored)
+    assert_same_tensors(first["RLDataModule"]["rng"], second["RLDataModule"]["rng"])
+
     check = "--trainer.callbacks+=tests.test_overlap.ActingPolicyCheck"
     cli = fit(tmp_path, *args, check, "--ckpt_path", "last", config="cartpole_gt.yaml")
     # The counts of the sequential order (tests.test_integrity checks those of a sequential
