@@ -15,10 +15,13 @@ For each task it measures, in one process, one after another:
   collection, then the gradient steps; same env, reward model, batch size, networks and
   update ratio. Skipped when stable-baselines3 is not installed (not a dependency).
 
+``--bf16`` adds the same fits and the updates stage with ``trainer.precision: bf16-mixed``
+(the SAC networks' hidden layers in bfloat16; for CPUs with AVX512-BF16 or AMX), side by side.
+
 It also times the CLI's start-up (``vlmrm --help``, ``vlmrm fit --help`` cold and cached,
 ``vlmrm score --help`` and a config typo), each in a fresh process.
 
-    python tools/bench_fit.py [--tasks quickstart humanoid] [--steps 2000] 2>/dev/null
+    python tools/bench_fit.py [--tasks quickstart humanoid] [--steps 2000] [--bf16] 2>/dev/null
 
 Tasks: ``quickstart`` (configs/quickstart.yaml: CartPole, vlmrm-tiny), ``humanoid``
 (configs/kneeling.yaml at 224x224 with a random-weights ViT-B-32, 2 envs in worker
@@ -125,12 +128,13 @@ def task_arguments(task: str, steps: int, root: str) -> list[str]:
     ]  # fmt: skip
 
 
-def fit_rate(task: str, steps: int, overlap: bool, root: str) -> float:
+def fit_rate(task: str, steps: int, overlap: bool, root: str, precision: str = "32-true") -> float:
     cli = run_training_cli(
         [
             "fit",
             *task_arguments(task, steps, root),
             "--data.overlap", str(overlap).lower(),
+            "--trainer.precision", precision,
             "--trainer.callbacks+=bench_fit.Stopwatch",
             "--trainer.callbacks.init_args.steps", str(steps),
         ]
@@ -140,8 +144,11 @@ def fit_rate(task: str, steps: int, overlap: bool, root: str) -> float:
     return watch.rate
 
 
-def stage_rates(task: str, steps: int, root: str) -> tuple[dict[str, float], object]:
-    """Env steps/s of each stage alone, with the objects a run of ``task`` builds."""
+def stage_rates(
+    task: str, steps: int, root: str, bf16: bool = False
+) -> tuple[dict[str, float], object]:
+    """Env steps/s of each stage alone, with the objects a run of ``task`` builds; with
+    ``bf16`` also the updates under ``bf16-mixed``'s autocast (as Lightning sets it)."""
     from torchrl.collectors import Collector
 
     cli = run_training_cli(task_arguments(task, steps, root), run=False)
@@ -172,13 +179,19 @@ def stage_rates(task: str, steps: int, root: str) -> tuple[dict[str, float], obj
         data.store_batch(batch)
     updates = max(1, round(data.frames_per_batch * data.updates_per_step))
     optimizers = module.configure_optimizers()
-    module.run_updates(data.sample_updates(updates), optimizers)  # warm-up
-    done, start = 0, time.perf_counter()
-    while done * 1.0 / data.updates_per_step < steps:
-        module.run_updates(data.sample_updates(updates), optimizers)
-        done += updates
-    update_rate = done / (time.perf_counter() - start) / data.updates_per_step
-    rates = {"env only": env_rate, "reward only": reward_rate, "updates only": update_rate}
+
+    def update_rate(autocast: bool) -> float:
+        with torch.autocast("cpu", torch.bfloat16, enabled=autocast, cache_enabled=False):
+            module.run_updates(data.sample_updates(updates), optimizers)  # warm-up
+            done, start = 0, time.perf_counter()
+            while done * 1.0 / data.updates_per_step < steps:
+                module.run_updates(data.sample_updates(updates), optimizers)
+                done += updates
+        return done / (time.perf_counter() - start) / data.updates_per_step
+
+    rates = {"env only": env_rate, "reward only": reward_rate, "updates only": update_rate(False)}
+    if bf16:
+        rates["updates only (bf16-mixed)"] = update_rate(True)
     return rates, data
 
 
@@ -315,6 +328,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=None, choices=sorted(TASKS))
     parser.add_argument("--steps", type=int, default=2000, help="env steps timed per row")
     parser.add_argument("--no-startup", action="store_true", help="skip the CLI start-up table")
+    parser.add_argument("--bf16", action="store_true", help="add bf16-mixed rows (CPU)")
     args = parser.parse_args()
     tasks = args.tasks or (
         ["quickstart", "humanoid", "humanoid-paper"]
@@ -330,7 +344,8 @@ def main() -> None:
         print()
     root = tempfile.mkdtemp(prefix="vlmrm-bench-fit-")
     for task in tasks:
-        stages, data = stage_rates(task, args.steps, root)
+        stages, data = stage_rates(task, args.steps, root, args.bf16)
+        bf16_updates = stages.pop("updates only (bf16-mixed)", None)
         slowest = min(stages.values())
         summed = 1 / sum(1 / r for r in stages.values())
         rows = {
@@ -338,6 +353,12 @@ def main() -> None:
             "fit (overlap)": fit_rate(task, args.steps, True, root),
             **stages,
         }
+        if args.bf16:
+            rows["fit (sequential, bf16-mixed)"] = fit_rate(
+                task, args.steps, False, root, "bf16-mixed"
+            )
+            rows["fit (overlap, bf16-mixed)"] = fit_rate(task, args.steps, True, root, "bf16-mixed")
+            rows["updates only (bf16-mixed)"] = bf16_updates
         reference = reference_rate(data, args.steps)
         label = "reference-style (SB3 " + ("DQN" if data.discrete else "SAC") + ")"
         rows[label] = reference if reference is not None else math.nan
@@ -350,18 +371,31 @@ def main() -> None:
             f"{type(data.reward).__name__}({model}), {data.frames_per_batch} steps per "
             f"collection, updates_per_step {data.updates_per_step}, batch {data.batch_size}\n"
         )
+        # bf16-mixed rows against the slowest stage with bf16-mixed updates.
+        slowest_bf16 = min(stages["env only"], stages["reward only"], bf16_updates or math.inf)
         print("| pipeline | env steps/s | of the slowest stage alone |\n|---|---|---|")
         for name, value in rows.items():
-            share = f"{value / slowest:.0%}" if not math.isnan(value) else ""
+            base = slowest_bf16 if "bf16" in name else slowest
+            share = f"{value / base:.0%}" if not math.isnan(value) else ""
             shown = f"{value:.1f}" if not math.isnan(value) else "(stable-baselines3 absent)"
             print(f"| {name} | {shown} | {share} |")
         share = summed / slowest
         print(f"| (sum of the stages, if nothing overlapped) | {summed:.1f} | {share:.0%} |")
+        if args.bf16:
+            print(f"(bf16-mixed rows: share of the slowest stage with bf16-mixed updates, "
+                  f"{slowest_bf16:.1f})")  # fmt: skip
         if reference is not None:
             print(
                 f"\noverlap / reference-style: {rows['fit (overlap)'] / reference:.2f}x; "
-                f"sequential / reference-style: {rows['fit (sequential)'] / reference:.2f}x\n"
+                f"sequential / reference-style: {rows['fit (sequential)'] / reference:.2f}x"
             )
+            if args.bf16:
+                print(
+                    "bf16-mixed: overlap / reference-style: "
+                    f"{rows['fit (overlap, bf16-mixed)'] / reference:.2f}x; sequential / "
+                    f"reference-style: {rows['fit (sequential, bf16-mixed)'] / reference:.2f}x"
+                )
+            print()
 
 
 if __name__ == "__main__":
