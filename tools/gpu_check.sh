@@ -52,7 +52,8 @@ if [ "${TESTS:-1}" = 1 ]; then
 # logic beside them; -rs lists any that still skipped, with the reason.
 echo "=== GPU tests"
 if python3 -c "import pytest" 2>/dev/null; then
-    timeout 300 python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu_paths.py \
+    # -o addopts=: in this process, one test after another (pyproject's -n needs pytest-xdist).
+    timeout 300 python3 -m pytest -o addopts= -q -rs -p no:cacheprovider tests/test_gpu_paths.py \
         2>&1 | tee "$OUT/gpu_tests.txt"
     echo "gpu tests rc=${PIPESTATUS[0]}" | tee -a "$OUT/gpu_tests.txt"
 else
