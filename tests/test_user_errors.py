@@ -16,6 +16,7 @@ import torch
 from vlmrm.checkpointing import AtomicCheckpointIO, load_checkpoint_file
 from vlmrm.cli import main
 from vlmrm.errors import CheckpointError, ConfigError, UserInputError
+from vlmrm.main_guard import unguarded
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -216,3 +217,50 @@ def test_the_vlmrm_command_prints_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     assert "vlmrm: error: alpha=2.0 is outside [0, 1]" in result.stderr
     assert not any(tmp_path.iterdir())  # nothing written for a run that never started
+
+
+# --- a training script without `if __name__ == "__main__":` --------------------------------
+
+
+SCRIPT = """from vlmrm.training_cli import run_training_cli
+run_training_cli([
+    "fit", "--config", {config!r}, "--data.overlap", "true", "--data.total_frames", "200",
+    "--data.learning_starts", "100", "--trainer.default_root_dir", {root!r},
+])
+"""
+
+
+def test_a_script_that_trains_at_import_time_is_refused_before_workers_start(tmp_path):
+    """data.overlap spawns a collector process, which imports the main script again. Without
+    the guard the old code started a second training run in the worker, which Python stopped
+    there, and the trainer waited for the worker for good; now the trainer refuses first."""
+    script = tmp_path / "train.py"
+    config = str(CONFIGS / "cartpole_gt.yaml")
+    script.write_text(SCRIPT.format(config=config, root=str(tmp_path)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("VLMRM_RUN_DIR", None)
+    result = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "ConfigError: data.overlap starts worker processes" in result.stderr
+    assert f"imports {script} again: line 2 runs training at import time" in result.stderr
+    assert 'Put the call under `if __name__ == "__main__":`' in result.stderr
+    assert "bootstrapping phase" not in result.stderr  # no worker got as far as that
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "refused"),
+    [
+        ("import x\nx.train()\n", 2, True),
+        ('import x\nif __name__ == "__main__":\n    x.train()\n', 3, False),
+        ("import x\nif '__main__' == __name__:\n    x.train()\n", 3, False),
+        ('import x\nif __name__ == "__main__" and True:\n    x.train()\n', 3, False),
+        ('import x\nif __name__ != "__main__":\n    x.train()\n', 3, True),
+        ("import x\nif x.ready:\n    x.train()\n", 3, True),
+        ("import x\nx.train(\n    1,\n)\n", 3, True),  # inside a multi-line call
+        ("def f(:\n", 1, False),  # unparsable: not refused
+    ],
+)
+def test_only_top_level_code_outside_the_main_guard_is_refused(source, line, refused):
+    assert unguarded(source, line) is refused

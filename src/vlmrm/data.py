@@ -57,6 +57,7 @@ from vlmrm.keys import (
     SUCCESS,
     TERMINATED,
 )
+from vlmrm.main_guard import check_main_module_is_guarded
 from vlmrm.overlap import BackgroundCollection, CollectorProcess
 from vlmrm.relabel import RewardSchedule, describe_change, relabel_buffer
 from vlmrm.rewards import GroundTruthReward, RewardTransform
@@ -817,7 +818,10 @@ class RLDataModule(L.LightningDataModule):
         # of the interrupted ones are dropped rather than added to the new ones.
         if self._resume_carry is None:
             self.tracker.sums.zero_()
-        if self.overlap and self.env_config.backend != "warp":
+        in_process = self.overlap and self.env_config.backend != "warp"
+        if in_process or self.parallel:
+            check_main_module_is_guarded("data.overlap" if in_process else "data.parallel")
+        if in_process:
             self._start_collector_process(module)
             return
         self._env = make_env(
