@@ -273,10 +273,11 @@ class SameBatches(IterableDataset):
 
 @pytest.mark.parametrize("discrete", [False, True])
 def test_bf16_mixed_updates_in_one_training_step_see_each_others_weights(discrete):
-    """Autocast caches the bfloat16 copy of each weight until its context ends, and Lightning's
-    bf16-mixed wraps a whole training step in one context. Every optimizer step inside a
-    training step must drop that cache: K updates in one training step must train exactly
-    like K training steps of one update each (where each update starts a fresh context)."""
+    """Lightning's bf16-mixed wraps a whole training step, K updates, in one autocast context.
+    With autocast's weight cache on, the updates after the first would reuse stale bfloat16
+    copies of weights that the optimizer has changed since (Lightning turns the cache off;
+    this keeps it so): K updates in one training step must train exactly like K training
+    steps of one update each, where each update starts a fresh context."""
     torch.manual_seed(1)
     batches = [random_batch(4, 16, small_sac(discrete=discrete, action_dim=3)) for _ in range(2)]
     results = []
