@@ -21,6 +21,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
+from tests.test_exact_resume import _first, assert_identical
 from tests.test_integrity import EXPECTED_UPDATES, RESUME_RUN, counters
 from tests.test_training import fit, load
 from vlmrm.envs import EnvConfig, make_env
@@ -69,33 +70,6 @@ class ActingPolicyCheck(L.Callback):
         self.equal_at_end.append(self._same(trainer, pl_module))
 
 
-def assert_same_tensors(a, b, where: str = "") -> None:
-    """Nested dicts, lists and tuples of tensors and plain values: equal bit for bit."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same_tensors(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same_tensors(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    else:
-        assert a == b, where
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """``{"a": {"b": x}}`` -> ``{"a.b": x}``."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
 def interrupt_an_overlapped_run(tmp_path, parallel: bool) -> tuple[list[str], Path]:
     """Ctrl-C after two training steps of an overlapped run: its arguments and last.ckpt."""
     interrupt = "--trainer.callbacks+=tests.test_training.InterruptAfter"
@@ -122,16 +96,13 @@ def test_interrupted_overlapped_run_resumes_to_the_sequential_end_acting_one_ste
     # seeded one; every collection starts at the same point of the main thread's sequence.
     _, again = interrupt_an_overlapped_run(tmp_path / "again", parallel=False)
     first, second = load(last), load(again)
-    assert_same_tensors(first["state_dict"], second["state_dict"])
+    assert_identical(first["state_dict"], second["state_dict"])
     assert int(first["state_dict"]["num_updates"]) > 0
     buffers = [state["RLDataModule"]["replay_buffer"]["_storage"] for state in (first, second)]
     assert buffers[0]["_len"] == buffers[1]["_len"] > 0
-    stored = [
-        {key: value[: buffer["_len"]] for key, value in flatten(buffer["_storage"]).items()}
-        for buffer in buffers
-    ]  # the storage past _len is allocated, never written
-    assert_same_tensors(*stored)
-    assert_same_tensors(first["RLDataModule"]["rng"], second["RLDataModule"]["rng"])
+    # The filled part of the storage (the rest is allocated, never written).
+    assert_identical(*(_first(buffer["_storage"], buffer["_len"]) for buffer in buffers))
+    assert_identical(first["RLDataModule"]["rng"], second["RLDataModule"]["rng"])
 
     check = "--trainer.callbacks+=tests.test_overlap.ActingPolicyCheck"
     cli = fit(tmp_path, *args, check, "--ckpt_path", "last", config="cartpole_gt.yaml")
