@@ -317,9 +317,11 @@ class RLDataModule(L.LightningDataModule):
             one (see :mod:`vlmrm.overlap`): a training step costs about its slowest stage
             instead of their sum. CPU envs step in a collector process (no GIL shared with
             the learner), a Warp env on a worker thread; the batch is scored on that thread.
-            The collecting policy is then at most one collection behind the learner, and
-            runs are not promised to be reproducible bit for bit. ``False``: the strictly
-            sequential order (collect, score, store, update), reproducible for a seed.
+            The collecting policy is then at most one collection behind the learner. With
+            CPU envs two runs with the same seed repeat bit for bit; a Warp env, acting on the
+            worker thread from the learner's random streams, does not. ``False``: the
+            strictly sequential order (collect, score, store, update), reproducible for a
+            seed.
     """
 
     def __init__(
