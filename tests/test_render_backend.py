@@ -1,8 +1,10 @@
 """The render-backend probe for real: fresh interpreters with ``MUJOCO_GL`` unset, one where a
-backend works and one where none does (no EGL vendor library, no OSMesa)."""
+backend works and one where none does (no EGL vendor library, no OSMesa); and one where the
+user named a backend that is not installed."""
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import os
 import subprocess
@@ -89,3 +91,48 @@ def test_no_working_backend_imports_and_then_gives_the_documented_error(tmp_path
     assert f"osmesa: {out['tried']['osmesa']}" in message
     assert "apt-get install libegl1" in message and "set MUJOCO_GL yourself" in message
     assert out["error_is_user_error"], "reported as the user's environment, one clear message"
+
+
+def osmesa_installed() -> bool:
+    return ctypes.util.find_library("OSMesa") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(osmesa_installed(), reason="needs a machine without OSMesa")
+def test_mujoco_gl_set_to_a_missing_backend_is_one_clear_error_not_a_traceback(tmp_path):
+    # MuJoCo imports the backend named by MUJOCO_GL when it is imported itself, so a backend
+    # that is not installed used to end `import vlmrm.envs` (and every `vlmrm fit`, even of
+    # CartPole) in PyOpenGL's "AttributeError: 'NoneType' object has no attribute
+    # 'glGetError'".
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    env.update(MUJOCO_GL="osmesa", VLMRM_CACHE_DIR=str(tmp_path))
+    script = textwrap.dedent(
+        """
+        import vlmrm.errors
+        try:
+            import vlmrm.envs
+        except vlmrm.errors.UserInputError as err:
+            print("USER_ERROR " + type(err).__name__ + ": " + str(err))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    message = result.stdout.split("USER_ERROR ", 1)[-1]
+    assert message.startswith("RenderBackendError: MUJOCO_GL='osmesa'"), result.stdout[-3000:]
+    assert "libOSMesa" in message, "names what is missing (the probe's reason)"
+    assert "unset MUJOCO_GL" in message and "apt-get install libosmesa6" in message
+
+    # The command line: one message and exit status 2, no traceback.
+    cli = subprocess.run(
+        [sys.executable, "-m", "vlmrm.cli", "fit", "--config", "configs/cartpole.yaml"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert cli.returncode == 2, cli.stderr[-3000:]
+    assert "Traceback" not in cli.stderr, cli.stderr[-3000:]
+    assert "MUJOCO_GL='osmesa'" in cli.stderr

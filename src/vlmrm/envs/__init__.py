@@ -28,10 +28,12 @@ from __future__ import annotations
 from vlmrm.envs.render_backend import (  # isort: skip
     RenderBackendError,
     backend_report,
+    import_mujoco,
     select_backend,
 )
 
 select_backend()
+import_mujoco()  # a backend named in MUJOCO_GL that cannot load: one clear error
 
 import torch  # noqa: E402
 from torchrl.envs import EnvBase  # noqa: E402

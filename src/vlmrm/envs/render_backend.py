@@ -8,7 +8,8 @@ Mesa loads its own LLVM, after which loading Triton (which torch imports lazily)
 in this process, GL is only initialised by the first rendered frame, after torch is loaded.
 Order of preference:
 
-1. ``MUJOCO_GL`` already set by the user: honoured as is, nothing is probed.
+1. ``MUJOCO_GL`` already set by the user: honoured as is, nothing is probed (unless MuJoCo
+   then fails to load it: :func:`import_mujoco` says why, in one error).
 2. ``egl``: headless, uses the GPU when the NVIDIA driver exposes an EGL device, Mesa's
    llvmpipe software rasteriser otherwise.
 3. ``osmesa``: pure software fallback.
@@ -38,6 +39,7 @@ __all__ = [
     "CANDIDATES",
     "RenderBackendError",
     "backend_report",
+    "import_mujoco",
     "require_backend",
     "select_backend",
 ]
@@ -173,6 +175,28 @@ def select_backend() -> str | None:
         os.environ.setdefault("PYOPENGL_PLATFORM", name)
         return name
     return None
+
+
+def import_mujoco() -> None:
+    """Import MuJoCo, which loads the OpenGL backend that ``MUJOCO_GL`` names right away.
+
+    A backend the user named that is not installed (``MUJOCO_GL=osmesa`` without OSMesa)
+    fails inside PyOpenGL with an unrelated-looking ``AttributeError``, on every import of
+    :mod:`vlmrm.envs`; it is raised as one :class:`RenderBackendError` that names the value,
+    what is missing (this module's probe of it) and the fix. A chosen backend was probed.
+    """
+    try:
+        import mujoco  # noqa: F401
+    except Exception as err:
+        if not _USER_SET:
+            raise
+        reason = _probe_in_subprocess(_SELECTED) if _SELECTED in _PROBES else None
+        raise RenderBackendError(
+            f"MUJOCO_GL={_SELECTED!r} is set, but MuJoCo cannot load that OpenGL backend: "
+            f"{reason or f'{type(err).__name__}: {err}'}.\n"
+            "Run `unset MUJOCO_GL` to let vlmrm choose a working backend (egl, then osmesa), "
+            "or install the one you named.\n" + _INSTALL_HINT
+        ) from err
 
 
 def backend_report() -> str:
