@@ -25,7 +25,7 @@ from tests.test_exact_resume import _first, assert_identical
 from tests.test_integrity import EXPECTED_UPDATES, RESUME_RUN, counters
 from tests.test_training import fit, load
 from vlmrm.envs import EnvConfig, make_env
-from vlmrm.overlap import BackgroundCollection, CollectorProcess
+from vlmrm.overlap import BackgroundCollection, CollectorProcess, learner_threads_advice
 from vlmrm.sac import SAC
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -222,3 +222,18 @@ def test_collector_process_refuses_a_learner_of_another_shape():
             init_random_frames=0,
             seed=0,
         )
+
+
+def test_learner_threads_advice_only_when_cpu_threads_and_env_processes_oversubscribe_cores():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    # The quickstart on 2 cores with torch's default threads: 2 threads + the collector.
+    advice = learner_threads_advice(cpu, torch_threads=2, cores=2, env_processes=1)
+    assert advice is not None
+    assert "2 torch threads" in advice and "1 env process(es) share 2 CPU cores" in advice
+    assert "OMP_NUM_THREADS=1" in advice
+    # Env workers of data.parallel count too.
+    assert learner_threads_advice(cpu, torch_threads=4, cores=8, env_processes=5) is not None
+    # Room for everyone, one thread, or a learner on a GPU: nothing to say.
+    assert learner_threads_advice(cpu, torch_threads=4, cores=8, env_processes=1) is None
+    assert learner_threads_advice(cpu, torch_threads=1, cores=2, env_processes=1) is None
+    assert learner_threads_advice(cuda, torch_threads=2, cores=2, env_processes=1) is None

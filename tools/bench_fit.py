@@ -21,9 +21,15 @@ For each task it measures, in one process, one after another:
 It also times the CLI's start-up (``vlmrm --help``, ``vlmrm fit --help`` cold and cached,
 ``vlmrm score --help`` and a config typo), each in a fresh process.
 
-    python tools/bench_fit.py [--tasks quickstart humanoid] [--steps 2000] [--bf16] 2>/dev/null
+    python tools/bench_fit.py [--tasks quickstart humanoid] [--steps 2000] [--rounds 3] \
+        [--bf16] 2>/dev/null
 
-Tasks: ``quickstart`` (configs/quickstart.yaml: CartPole, vlmrm-tiny), ``humanoid``
+``--rounds N`` measures every row N times, round after round, and prints each row's median
+with its range: one run's cell moves by a third between runs on a shared 2-core machine.
+
+Tasks: ``quickstart`` (configs/quickstart.yaml: CartPole, vlmrm-tiny), ``pendulum``
+(configs/pendulum_gt.yaml rendered and scored by vlmrm-tiny, so that both sides of the
+reference-style comparison run SAC: a throughput task, its rewards mean nothing), ``humanoid``
 (configs/kneeling.yaml at 224x224 with a random-weights ViT-B-32, 2 envs in worker
 processes, on this machine's CPU) and ``humanoid-warp`` (the same with the two worlds batched
 on the MuJoCo Warp backend; its reference-style row still renders with OpenGL, as the paper's
@@ -87,6 +93,19 @@ TASKS = {
     "humanoid-warp": ("kneeling.yaml", [
         *HUMANOID_CPU, "--data.env.backend", "warp", "--data.parallel", "false",
     ]),
+    # SAC on both sides (stable-baselines3 has no discrete SAC, so the quickstart's reference
+    # runs DQN): Pendulum rendered and scored by vlmrm-tiny. A throughput task only: the
+    # CartPole-trained tiny VLM's rewards mean nothing for a pendulum.
+    "pendulum": ("pendulum_gt.yaml", [
+        "--data.env.render", "true",
+        "--data.reward", "vlmrm.rewards.CLIPReward",
+        "--data.reward.init_args.model", "vlmrm-tiny",
+        "--data.reward.init_args.goal_prompts", "[pendulum upright]",
+        "--data.reward.init_args.baseline_prompts", "[pendulum]",
+        "--data.reward.init_args.device", "cpu",
+        "--data.reward.init_args.standardize", "true",
+        "--data.learning_starts", "400",
+    ]),
     "humanoid-paper": ("kneeling.yaml", [
         "--data.reward.init_args.pretrained", "null",
         "--data.learning_starts", "1600",
@@ -97,12 +116,28 @@ TASKS = {
 
 
 class Stopwatch(L.Callback):
-    """Times ``steps`` env steps from the first training step on, then stops the run."""
+    """Times ``steps`` env steps from the first training step on, then stops the run; also
+    times the SAC updates inside those steps (:meth:`SAC.run_updates`), so that the table can
+    say how much of the loop's time its updates take."""
 
     def __init__(self, steps: int = 1000) -> None:
         self.steps = steps
         self.start: tuple[float, int] | None = None
         self.end: tuple[float, int] | None = None
+        self.updates, self.update_s = 0, 0.0
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        run_updates = pl_module.run_updates
+
+        def timed_run_updates(batch, optimizers):
+            start = time.perf_counter()
+            metrics = run_updates(batch, optimizers)
+            if self.start is not None and self.end is None:
+                self.update_s += time.perf_counter() - start
+                self.updates += batch.shape[0] if batch.batch_dims > 1 else 1
+            return metrics
+
+        pl_module.run_updates = timed_run_updates  # this run's module only
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.start is None:
@@ -118,6 +153,11 @@ class Stopwatch(L.Callback):
     def rate(self) -> float:
         return (self.end[1] - self.start[1]) / (self.end[0] - self.start[0])
 
+    @property
+    def update_share(self) -> float:
+        """The fraction of the timed wall time spent inside the SAC updates."""
+        return self.update_s / (self.end[0] - self.start[0])
+
 
 def task_arguments(task: str, steps: int, root: str) -> list[str]:
     config, overrides = TASKS[task]
@@ -128,7 +168,10 @@ def task_arguments(task: str, steps: int, root: str) -> list[str]:
     ]  # fmt: skip
 
 
-def fit_rate(task: str, steps: int, overlap: bool, root: str, precision: str = "32-true") -> float:
+def fit_rate(
+    task: str, steps: int, overlap: bool, root: str, precision: str = "32-true"
+) -> tuple[float, float]:
+    """Env steps/s of ``vlmrm fit`` and the fraction of its time inside the SAC updates."""
     cli = run_training_cli(
         [
             "fit",
@@ -141,7 +184,7 @@ def fit_rate(task: str, steps: int, overlap: bool, root: str, precision: str = "
     )  # fmt: skip
     # By name: jsonargparse imports this file as the module `bench_fit`, not `__main__`.
     (watch,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "Stopwatch"]
-    return watch.rate
+    return watch.rate, watch.update_share
 
 
 def stage_rates(
@@ -278,6 +321,36 @@ def reference_rate(data, steps: int) -> float | None:
     return callback.rate
 
 
+def measure_task(
+    task: str, steps: int, root: str, bf16: bool
+) -> tuple[dict[str, float], dict[str, float], object]:
+    """One round of every row of ``task`` (env steps/s; NaN where stable-baselines3 is
+    absent), the share of each fit's time inside its SAC updates, and the data module the
+    stages were measured with."""
+    stages, data = stage_rates(task, steps, root, bf16)
+    bf16_updates = stages.pop("updates only (bf16-mixed)", None)
+    fits = {
+        "fit (sequential)": fit_rate(task, steps, False, root),
+        "fit (overlap)": fit_rate(task, steps, True, root),
+    }
+    if bf16:
+        fits["fit (sequential, bf16-mixed)"] = fit_rate(task, steps, False, root, "bf16-mixed")
+        fits["fit (overlap, bf16-mixed)"] = fit_rate(task, steps, True, root, "bf16-mixed")
+    rows = {name: rate for name, (rate, _) in fits.items()}
+    rows.update(stages)
+    if bf16:
+        rows["updates only (bf16-mixed)"] = bf16_updates
+    reference = reference_rate(data, steps)
+    label = "reference-style (SB3 " + ("DQN" if data.discrete else "SAC") + ")"
+    rows[label] = reference if reference is not None else math.nan
+    return rows, {name: share for name, (_, share) in fits.items()}, data
+
+
+def median(values: list[float]) -> float:
+    """The median, NaN when any value is (a row that could not be measured)."""
+    return math.nan if any(math.isnan(v) for v in values) else statistics.median(values)
+
+
 def startup_times() -> dict[str, float]:
     """Seconds until each command answers, in a fresh process (median of 3)."""
     cache = tempfile.mkdtemp(prefix="vlmrm-bench-cache-")
@@ -329,6 +402,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="env steps timed per row")
     parser.add_argument("--no-startup", action="store_true", help="skip the CLI start-up table")
     parser.add_argument("--bf16", action="store_true", help="add bf16-mixed rows (CPU)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every row this many times; report medians"
+    )
     args = parser.parse_args()
     tasks = args.tasks or (
         ["quickstart", "humanoid", "humanoid-paper"]
@@ -344,24 +420,19 @@ def main() -> None:
         print()
     root = tempfile.mkdtemp(prefix="vlmrm-bench-fit-")
     for task in tasks:
-        stages, data = stage_rates(task, args.steps, root, args.bf16)
-        bf16_updates = stages.pop("updates only (bf16-mixed)", None)
-        slowest = min(stages.values())
-        summed = 1 / sum(1 / r for r in stages.values())
-        rows = {
-            "fit (sequential)": fit_rate(task, args.steps, False, root),
-            "fit (overlap)": fit_rate(task, args.steps, True, root),
-            **stages,
-        }
-        if args.bf16:
-            rows["fit (sequential, bf16-mixed)"] = fit_rate(
-                task, args.steps, False, root, "bf16-mixed"
-            )
-            rows["fit (overlap, bf16-mixed)"] = fit_rate(task, args.steps, True, root, "bf16-mixed")
-            rows["updates only (bf16-mixed)"] = bf16_updates
-        reference = reference_rate(data, args.steps)
-        label = "reference-style (SB3 " + ("DQN" if data.discrete else "SAC") + ")"
-        rows[label] = reference if reference is not None else math.nan
+        # Every row once per round, the rounds one after another: a row's cell is its median
+        # over the rounds, so a slow spell of the machine moves a cell less than one run would.
+        rounds = [measure_task(task, args.steps, root, args.bf16) for _ in range(args.rounds)]
+        data = rounds[0][2]
+        runs = {name: [rows[name] for rows, _, _ in rounds] for name in rounds[0][0]}
+        rows = {name: median(values) for name, values in runs.items()}
+        shares = {name: median([r[1][name] for r in rounds]) for name in rounds[0][1]}
+        stage_names = ("env only", "reward only", "updates only")
+        slowest = min(rows[name] for name in stage_names)
+        summed = 1 / sum(1 / rows[name] for name in stage_names)
+        bf16_updates = rows.get("updates only (bf16-mixed)")
+        label = next(name for name in rows if name.startswith("reference-style"))
+        reference = None if math.isnan(rows[label]) else rows[label]
         model = data.reward.backbone.name if hasattr(data.reward, "backbone") else "-"
         where = "worker processes" if data.parallel else "in process"
         height, width = data.env_config.render_height, data.env_config.render_width
@@ -372,15 +443,33 @@ def main() -> None:
             f"collection, updates_per_step {data.updates_per_step}, batch {data.batch_size}\n"
         )
         # bf16-mixed rows against the slowest stage with bf16-mixed updates.
-        slowest_bf16 = min(stages["env only"], stages["reward only"], bf16_updates or math.inf)
-        print("| pipeline | env steps/s | of the slowest stage alone |\n|---|---|---|")
+        slowest_bf16 = min(rows["env only"], rows["reward only"], bf16_updates or math.inf)
+        many = args.rounds > 1
+        print(
+            "| pipeline | env steps/s"
+            + (f" (median of {args.rounds}) | range" if many else "")
+            + " | of the slowest stage alone |\n|---|---|"
+            + ("---|" if many else "")
+            + "---|"
+        )
         for name, value in rows.items():
             base = slowest_bf16 if "bf16" in name else slowest
             share = f"{value / base:.0%}" if not math.isnan(value) else ""
             shown = f"{value:.1f}" if not math.isnan(value) else "(stable-baselines3 absent)"
-            print(f"| {name} | {shown} | {share} |")
+            spread = f" {min(runs[name]):.1f}-{max(runs[name]):.1f} |" if many else ""
+            print(f"| {name} | {shown} |{spread} {share} |")
         share = summed / slowest
-        print(f"| (sum of the stages, if nothing overlapped) | {summed:.1f} | {share:.0%} |")
+        blank = " |" if many else ""
+        print(f"| (sum of the stages, if nothing overlapped) | {summed:.1f} |{blank} {share:.0%} |")
+        # Where a fit's time goes: its SAC updates, timed inside the run, and the rest.
+        print()
+        for name, share in shares.items():
+            inside = rows[name] / share  # the updates' own pace, as env steps/s
+            alone = rows["updates only (bf16-mixed)" if "bf16" in name else "updates only"]
+            print(
+                f"{name}: {share:.0%} of its time inside the SAC updates, which ran at "
+                f"{inside:.1f} env steps/s ({inside / alone:.0%} of updates only)"
+            )
         if args.bf16:
             print(f"(bf16-mixed rows: share of the slowest stage with bf16-mixed updates, "
                   f"{slowest_bf16:.1f})")  # fmt: skip

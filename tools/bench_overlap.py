@@ -11,16 +11,21 @@ discrete CartPole sizes, as the quickstart) in the main thread:
   thread of this process, as ``data.overlap`` did before the collector process;
 - ``next to a collector process``: the same envs collecting continuously in a
   :class:`vlmrm.overlap.CollectorProcess`, as ``data.overlap`` does now;
+- ``next to a scoring thread`` / ``next to a scoring process``: the quickstart's reward
+  (``vlmrm-tiny``) scoring a 200-frame batch of 400x600 frames every ``--score-every``
+  seconds (the run scores one per training step, about every 1.1 s), on a thread of this
+  process (as ``data.overlap`` does) or in a process of its own (the alternative);
 
 each at the torch threads given, and prints the env steps/s the collection reached meanwhile.
 
-    python tools/bench_overlap.py [--seconds 8] [--threads 1 2]
+    python tools/bench_overlap.py [--seconds 8] [--threads 1 2] [--score-every 0.6]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import multiprocessing
 import os
 import sys
 import threading
@@ -141,10 +146,58 @@ class ProcessCollection(BackgroundCollection):
         self.collector.shutdown()
 
 
+def score_batches(stop, every: float, threads: int) -> None:
+    """Score the quickstart's batch of frames every ``every`` seconds until ``stop`` is set
+    (runs on a thread, or as a spawned process's target)."""
+    from vlmrm.rewards import CLIPReward
+
+    torch.set_num_threads(threads)
+    reward = CLIPReward(
+        model="vlmrm-tiny",
+        goal_prompts=["pole vertically upright on top of the cart"],
+        baseline_prompts=["pole and cart"],
+        alpha=0.0,
+        device="cpu",
+    )
+    frames = torch.randint(0, 256, (NUM_ENVS, FRAMES_PER_BATCH // NUM_ENVS, 400, 600, 3))
+    batch = TensorDict({"pixels": frames.to(torch.uint8)}, frames.shape[:2])
+    while not stop.is_set():
+        start = time.perf_counter()
+        with torch.no_grad():
+            reward.score(batch.clone())
+        stop.wait(max(0.0, every - (time.perf_counter() - start)))
+
+
+class Scoring:
+    """The reward model scoring periodically on a thread or in a process of its own."""
+
+    def __init__(self, every: float, process: bool) -> None:
+        threads = torch.get_num_threads()
+        if process:
+            context = multiprocessing.get_context("spawn")
+            self.stop = context.Event()
+            self.worker = context.Process(target=score_batches, args=(self.stop, every, threads))
+        else:
+            self.stop = threading.Event()
+            self.worker = threading.Thread(target=score_batches, args=(self.stop, every, threads))
+
+    def __enter__(self):
+        self.worker.start()
+        time.sleep(8.0)  # the model built (a spawned process imports torch first)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.worker.join()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per row")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads")
+    parser.add_argument(
+        "--score-every", type=float, default=0.6, help="seconds between scored batches"
+    )
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores {cpu_name()}, torch {torch.__version__}\n")
     print("| torch threads | learner | SAC updates/s | of alone | env steps/s meanwhile |")
@@ -165,6 +218,13 @@ def main() -> None:
                 f"| {threads} | {name} | {rate:.1f} | {rate / alone:.0%} | {collection.rate:.1f} |",
                 flush=True,
             )
+        for name, process in (
+            ("next to a scoring thread", False),
+            ("next to a scoring process", True),
+        ):
+            with Scoring(args.score_every, process):
+                rate = updates_per_s(step, args.seconds)
+            print(f"| {threads} | {name} | {rate:.1f} | {rate / alone:.0%} | - |", flush=True)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ from vlmrm.keys import (
     TERMINATED,
 )
 from vlmrm.main_guard import check_main_module_is_guarded
-from vlmrm.overlap import BackgroundCollection, CollectorProcess
+from vlmrm.overlap import BackgroundCollection, CollectorProcess, learner_threads_advice
 from vlmrm.relabel import RewardSchedule, describe_change, relabel_buffer
 from vlmrm.rewards import GroundTruthReward, RewardTransform
 from vlmrm.rewards.steps import keeps_embeddings, link_discount, reward_device, reward_metrics
@@ -878,6 +878,15 @@ class RLDataModule(L.LightningDataModule):
         """``data.overlap`` with CPU envs: the envs and the acting policy step in a collector
         process (see :class:`~vlmrm.overlap.CollectorProcess`); this process scores each
         batch on the overlap worker thread while the learner trains."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        advice = learner_threads_advice(
+            module.device,
+            torch.get_num_threads(),
+            cores or os.cpu_count() or 1,
+            env_processes=1 + (self.num_envs if self.parallel else 0),
+        )
+        if advice is not None:
+            rank_zero_info(f"vlmrm: {advice}")
         env_seed = self.seed + self.env_steps
         self._collector = CollectorProcess(
             functools.partial(

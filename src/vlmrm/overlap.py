@@ -48,7 +48,7 @@ from torch import nn
 from torchrl.collectors import MultiSyncCollector
 from torchrl.envs import EnvBase
 
-__all__ = ["BackgroundCollection", "CollectedBatch", "CollectorProcess"]
+__all__ = ["BackgroundCollection", "CollectedBatch", "CollectorProcess", "learner_threads_advice"]
 
 
 @dataclass
@@ -243,3 +243,37 @@ def _collector_process_init(seed: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.manual_seed(seed)
+
+
+def learner_threads_advice(
+    learner_device: torch.device, torch_threads: int, cores: int, env_processes: int
+) -> str | None:
+    """Advice for an overlapped run whose learner threads and collector processes together
+    ask for more CPU cores than there are, or ``None`` when they fit.
+
+    With the learner on the CPU, each small matmul of a SAC update is split over the torch
+    threads and waits for the slowest of them; a thread whose core the collector process is
+    using holds every product up. On 2 cores (``tools/bench_fit.py``, quickstart) the
+    overlapped run's updates ran at 41% of their speed alone with 2 torch threads, and the
+    run at 131 env steps/s against 177 with one thread per process. The reward model, scored
+    in this process too, does want every thread when it is the slowest stage (a ViT on the
+    CPU), so this is advice, not a setting vlmrm changes.
+
+    Args:
+        learner_device: where SAC trains.
+        torch_threads: this process's torch threads (``torch.get_num_threads()``).
+        cores: the CPU cores this process may use.
+        env_processes: processes that step envs meanwhile (the collector process, and its env
+            workers with ``data.parallel``).
+    """
+    if learner_device.type != "cpu" or torch_threads <= 1:
+        return None
+    if torch_threads + env_processes <= cores:
+        return None
+    return (
+        f"data.overlap on the CPU: this process's {torch_threads} torch threads (SAC updates, "
+        f"reward model) and {env_processes} env process(es) share {cores} CPU cores. Where SAC "
+        "updates are the slowest stage, one torch thread per process is faster "
+        "(OMP_NUM_THREADS=1 vlmrm fit ...); where the reward model is, keep its threads or "
+        "use the sequential order (README: Performance, The whole loop)."
+    )
