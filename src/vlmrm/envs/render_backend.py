@@ -46,10 +46,13 @@ __all__ = [
 
 CANDIDATES: tuple[str, ...] = ("egl", "osmesa")
 
+_INSTALL_LINES = (
+    "    apt-get install libegl1 libgl1-mesa-dri     # EGL (GPU driver or Mesa llvmpipe)\n"
+    "    apt-get install libosmesa6                  # OSMesa software rendering"
+)
 _INSTALL_HINT = (
     "Install a headless OpenGL backend, e.g. on Debian/Ubuntu:\n"
-    "    apt-get install libegl1 libgl1-mesa-dri     # EGL (GPU driver or Mesa llvmpipe)\n"
-    "    apt-get install libosmesa6                  # OSMesa software rendering\n"
+    f"{_INSTALL_LINES}\n"
     "or set MUJOCO_GL yourself (egl, osmesa, glfw with a display)."
 )
 
@@ -195,7 +198,7 @@ def import_mujoco() -> None:
             f"MUJOCO_GL={_SELECTED!r} is set, but MuJoCo cannot load that OpenGL backend: "
             f"{reason or f'{type(err).__name__}: {err}'}.\n"
             "Run `unset MUJOCO_GL` to let vlmrm choose a working backend (egl, then osmesa), "
-            "or install the one you named.\n" + _INSTALL_HINT
+            "or install the one you named, e.g. on Debian/Ubuntu:\n" + _INSTALL_LINES
         ) from err
 
 
