@@ -124,7 +124,7 @@ class Stopwatch(L.Callback):
         self.steps = steps
         self.start: tuple[float, int] | None = None
         self.end: tuple[float, int] | None = None
-        self.updates, self.update_s = 0, 0.0
+        self.update_s = 0.0
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         run_updates = pl_module.run_updates
@@ -134,7 +134,6 @@ class Stopwatch(L.Callback):
             metrics = run_updates(batch, optimizers)
             if self.start is not None and self.end is None:
                 self.update_s += time.perf_counter() - start
-                self.updates += batch.shape[0] if batch.batch_dims > 1 else 1
             return metrics
 
         pl_module.run_updates = timed_run_updates  # this run's module only
@@ -457,6 +456,7 @@ def main() -> None:
             share = f"{value / base:.0%}" if not math.isnan(value) else ""
             shown = f"{value:.1f}" if not math.isnan(value) else "(stable-baselines3 absent)"
             spread = f" {min(runs[name]):.1f}-{max(runs[name]):.1f} |" if many else ""
+            spread = " |" if many and math.isnan(value) else spread
             print(f"| {name} | {shown} |{spread} {share} |")
         share = summed / slowest
         blank = " |" if many else ""
