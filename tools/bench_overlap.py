@@ -42,6 +42,8 @@ from vlmrm.sac import SAC
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_name  # tools/machine.py
 
+REPO = Path(__file__).resolve().parent.parent
+
 BATCH, UPDATES_PER_CALL = 256, 10
 NUM_ENVS, FRAMES_PER_BATCH = 4, 200  # the quickstart's
 
@@ -149,16 +151,13 @@ class ProcessCollection(BackgroundCollection):
 def score_batches(stop, every: float, threads: int) -> None:
     """Score the quickstart's batch of frames every ``every`` seconds until ``stop`` is set
     (runs on a thread, or as a spawned process's target)."""
+    import yaml
+
     from vlmrm.rewards import CLIPReward
 
     torch.set_num_threads(threads)
-    reward = CLIPReward(
-        model="vlmrm-tiny",
-        goal_prompts=["pole vertically upright on top of the cart"],
-        baseline_prompts=["pole and cart"],
-        alpha=0.0,
-        device="cpu",
-    )
+    config = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+    reward = CLIPReward(**config["data"]["reward"]["init_args"])  # the quickstart's reward
     frames = torch.randint(0, 256, (NUM_ENVS, FRAMES_PER_BATCH // NUM_ENVS, 400, 600, 3))
     batch = TensorDict({"pixels": frames.to(torch.uint8)}, frames.shape[:2])
     while not stop.is_set():

@@ -878,11 +878,12 @@ class RLDataModule(L.LightningDataModule):
         """``data.overlap`` with CPU envs: the envs and the acting policy step in a collector
         process (see :class:`~vlmrm.overlap.CollectorProcess`); this process scores each
         batch on the overlap worker thread while the learner trains."""
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        # The cores this process may run on (its affinity), where the OS says.
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         advice = learner_threads_advice(
             module.device,
             torch.get_num_threads(),
-            cores or os.cpu_count() or 1,
+            len(usable) if usable else os.cpu_count() or 1,
             env_processes=1 + (self.num_envs if self.parallel else 0),
         )
         if advice is not None:
