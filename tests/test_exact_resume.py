@@ -184,6 +184,35 @@ def test_sigterm_during_a_collection_then_resume_ends_bit_for_bit_like_an_uninte
     assert_identical(final_state(uninterrupted), final_state(resumed))
 
 
+def test_sigterm_after_the_next_batch_is_fetched_before_this_one_trains_loses_no_updates(
+    tmp_path, monkeypatch
+):
+    """Lightning fetches batch k+1 (collecting and sampling it) before it trains on batch k.
+    A signal landing after that fetch but before batch k's step starts (Lightning's batch
+    transfer runs there) must wait for batch k's step: stopping at once would checkpoint
+    batch k+1 as the pending sample, and the resumed run would never train on batch k."""
+    from vlmrm.sac import SAC
+
+    fit(tmp_path / "a", *RUN, config="cartpole_gt.yaml")
+    (uninterrupted,) = (tmp_path / "a" / "run").iterdir()
+
+    def signal_after_transfer_at_step_30(self, batch, dataloader_idx):
+        if self.trainer.global_step == 30 and not getattr(self, "_signalled", False):
+            self._signalled = True
+            signal.raise_signal(signal.SIGTERM)
+        return batch
+
+    monkeypatch.setattr(SAC, "on_after_batch_transfer", signal_after_transfer_at_step_30)
+    with pytest.raises(SystemExit):
+        fit(tmp_path / "b", *RUN, config="cartpole_gt.yaml")
+    (resumed,) = (tmp_path / "b" / "run").iterdir()
+    # The step that had started its transfer was trained on before the run stopped.
+    assert load(resumed / "checkpoints" / "last.ckpt")["global_step"] == 40
+    monkeypatch.undo()
+    fit(tmp_path / "b", *RUN, "--ckpt_path", "last", config="cartpole_gt.yaml")
+    assert_identical(final_state(uninterrupted), final_state(resumed))
+
+
 @pytest.mark.slow
 def test_sigterm_to_a_subprocess_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(
     tmp_path,

@@ -158,7 +158,9 @@ class _CollectStream(IterableDataset):
         dm = self.datamodule
         if dm.pending_index is not None:
             # Not cleared here: Lightning asks for the next batch before training on this one.
-            yield dm.minibatches(dm.pending_index, dm.pending_reward)
+            batch = dm.minibatches(dm.pending_index, dm.pending_reward)
+            hold_interrupts_until_released()  # see below
+            yield batch
         # From a checkpoint: the random streams continue from here, where the interrupted
         # run's next draw came (after what Lightning draws when a fit starts).
         dm.resume_random_streams()
@@ -178,6 +180,11 @@ class _CollectStream(IterableDataset):
             with deferred_interrupts():  # the owed updates and their sample change together
                 updates = dm.take_updates()
                 batch = dm.sample_updates(updates) if updates else None
+                if batch is not None:
+                    # Lightning fetches this batch before it trains on the one it holds, whose
+                    # sample this one's replaced as pending_index: a signal from here on waits
+                    # until that batch's step is over, so no sampled batch goes untrained.
+                    hold_interrupts_until_released()
             if batch is not None:
                 yield batch
         release_held_interrupts()
@@ -194,7 +201,9 @@ class HoldInterruptsDuringBatches(L.Callback):
     """Ctrl-C or SIGTERM during a training batch (its K updates, its callbacks, Lightning's
     logging of its metrics) takes effect when the data stream is asked for the next batch, so
     the interrupt checkpoint holds the whole step, its logged row included, and a resumed run
-    logs exactly what an uninterrupted one does (see :mod:`vlmrm.interrupts`)."""
+    logs exactly what an uninterrupted one does (see :mod:`vlmrm.interrupts`). The data stream
+    itself starts the hold when it hands Lightning a batch, which comes before the step on
+    the batch Lightning fetched earlier."""
 
     def on_train_start(self, trainer, pl_module) -> None:
         # Lightning's own SIGTERM handler would end the run with status 0 and no checkpoint.

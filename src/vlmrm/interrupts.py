@@ -32,9 +32,10 @@ __all__ = [
 
 _depth = 0  # nesting level of deferred_interrupts sections (signals arrive on the main thread)
 _pending_signal: int | None = None
-# Set from the start of a training batch until the data stream asks for the next one: a signal
-# in between waits for the batch's callbacks (metrics, checkpoints, evaluation) and Lightning's
-# logging to finish, so the interrupt checkpoint holds the whole step and its logged row.
+# Set from the moment the data stream hands Lightning a batch (or a training batch starts) until
+# the stream is asked for the next one: a signal in between waits for the step Lightning runs
+# next, its callbacks (metrics, checkpoints, evaluation) and Lightning's logging to finish, so
+# the interrupt checkpoint holds the whole step and its logged row.
 _holding = False
 _installed = False  # install_interrupt_handlers is active (vlmrm's handler owns the signals)
 
