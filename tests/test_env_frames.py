@@ -93,3 +93,20 @@ def test_frame_slot_must_fit() -> None:
         env.draw_steps_into(None)
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum", "CartPole"])
+def test_classic_control_frames_by_default_are_the_renderers_own_undistorted(env_id) -> None:
+    """Without a size, a classic-control frame is gymnasium's own drawing, pixel for pixel.
+
+    Pendulum draws a 500x500 square: the 400x600 CartPole frame size stretched it 1.2x across
+    and squashed it 0.8x down (the pivot an ellipse, the rod longer lying than standing)
+    before a VLM center-cropped it, and the Lanczos resize cost more than the step."""
+    env = make_gym_env(EnvConfig(env_id), seed=0)
+    try:
+        env.step(env.action_space.sample())
+        own = env.unwrapped.render()  # the renderer's frame at the same state
+        assert own.shape[:2] in ((500, 500), (400, 600))
+        np.testing.assert_array_equal(env.render(), own)
+    finally:
+        env.close()

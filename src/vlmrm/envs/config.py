@@ -40,6 +40,9 @@ HUMANOID_TASKS: tuple[str, ...] = (
 # Paper facts (see shared/PAPER.md): Humanoid 480x480, 100 steps; classic control 400x600, 200.
 HUMANOID_RENDER_SIZE = (480, 480)
 CLASSIC_RENDER_SIZE = (400, 600)
+# Pendulum is not a paper task: gymnasium draws it on a 500x500 square, kept as it is (the
+# 400x600 frame would stretch it 1.2x across and squash it 0.8x down).
+PENDULUM_RENDER_SIZE = (500, 500)
 HUMANOID_EPISODE_LENGTH = 100
 CLASSIC_EPISODE_LENGTH = 200
 
@@ -103,9 +106,11 @@ class EnvConfig:
         env_id: ``"Humanoid"``, ``"CartPole"``, ``"MountainCarContinuous"``, ``"Pendulum"``
             (the paper variants), or any registered gymnasium id (e.g. ``"Hopper-v5"``).
         render_height: frame height in pixels; ``None`` = the paper's size (480 for Humanoid,
-            400 for classic control, 480 for other MuJoCo envs, the env's native size
-            otherwise).
-        render_width: frame width in pixels; ``None`` = the paper's size (480 / 600).
+            400 for CartPole and MountainCar, 480 for other MuJoCo envs, the env's native size
+            otherwise: 500 for Pendulum).
+        render_width: frame width in pixels; ``None`` = the paper's size (480 / 600 / 480 /
+            native: 500 for Pendulum). A size whose aspect differs from the renderer's
+            stretches gymnasium-drawn frames (CartPole 600x400, Pendulum 500x500).
         episode_length: steps before ``truncated``; ``None`` = paper default (Humanoid 100,
             classic control 200, otherwise the gymnasium registration's limit).
         task: Humanoid pose whose success detector fills ``"success"``: one of

@@ -24,6 +24,7 @@ from vlmrm.envs.config import (
     HUMANOID_EPISODE_LENGTH,
     HUMANOID_RENDER_SIZE,
     PAPER_ENVS,
+    PENDULUM_RENDER_SIZE,
     EnvConfig,
 )
 from vlmrm.errors import ConfigError
@@ -108,6 +109,8 @@ def resolve_render_size(config: EnvConfig, native: tuple[int, int] | None = None
     """The frame size ``(height, width)`` for ``config``: its own, else the paper's."""
     if config.env_id == "Humanoid":
         default = HUMANOID_RENDER_SIZE
+    elif config.env_id == "Pendulum":
+        default = PENDULUM_RENDER_SIZE
     elif config.env_id in _CLASSIC_ENVS:
         default = CLASSIC_RENDER_SIZE
     else:
