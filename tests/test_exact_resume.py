@@ -75,6 +75,22 @@ class SignalDuringCollection(GroundTruthReward):
         return super().compute_reward(steps)
 
 
+class SigtermWhileResuming(L.Callback):
+    """A real SIGTERM in the hook named by ``VLMRM_TEST_SIGNAL_HOOK`` of a resumed fit: after
+    the checkpoint's weights, data and callbacks are restored, before anything is collected
+    or trained (``on_fit_start``: the loops and optimisers are not restored yet)."""
+
+    def _signal_in(self, trainer, hook: str) -> None:
+        if trainer.ckpt_path and os.environ.get("VLMRM_TEST_SIGNAL_HOOK") == hook:
+            signal.raise_signal(signal.SIGTERM)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._signal_in(trainer, "on_fit_start")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._signal_in(trainer, "on_train_start")
+
+
 def final_state(run_dir: Path) -> dict:
     """What must be identical: the whole last checkpoint (weights, optimisers, buffer,
     statistics, counters) except wall-clock fields, and the logged metrics."""
@@ -211,6 +227,145 @@ def test_sigterm_after_the_next_batch_is_fetched_before_this_one_trains_loses_no
     monkeypatch.undo()
     fit(tmp_path / "b", *RUN, "--ckpt_path", "last", config="cartpole_gt.yaml")
     assert_identical(final_state(uninterrupted), final_state(resumed))
+
+
+def test_a_second_sigterm_while_the_interrupt_checkpoint_is_written_does_not_cut_it_short(
+    tmp_path, monkeypatch
+):
+    """Clusters may repeat their pre-emption notice. A SIGTERM during the interrupt
+    checkpoint's own save used to abort it with a traceback, leaving the older periodic
+    last.ckpt; the save now finishes and the run exits with status 1."""
+    save_checkpoint = L.Trainer.save_checkpoint
+
+    def signalled_while_saving(trainer, *args, **kwargs):
+        if trainer.interrupted:
+            signal.raise_signal(signal.SIGTERM)
+        return save_checkpoint(trainer, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "save_checkpoint", signalled_while_saving)
+    monkeypatch.setenv("VLMRM_TEST_INTERRUPT_AT", "30")
+    sigterm = "--trainer.callbacks+=tests.test_exact_resume.SigtermAtSteps"
+    with pytest.raises(SystemExit) as stopped:
+        fit(tmp_path, *RUN, sigterm, config="cartpole_gt.yaml")
+    assert stopped.value.code == 1
+    (run_dir,) = (tmp_path / "run").iterdir()
+    assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 30
+
+
+@pytest.mark.parametrize("hook", ["on_fit_start", "on_train_start"])
+def test_a_signal_while_a_resume_starts_leaves_last_ckpt_as_it_was(tmp_path, monkeypatch, hook):
+    """Ctrl-C or a second pre-emption while a resumed run is still loading: it has collected
+    and trained nothing, so last.ckpt stays as it was. Written then, it held reset loops and
+    fresh optimisers (before Lightning restores them) or no env states and random streams
+    (before the first collection applies them), and the run's only exact checkpoint was lost."""
+    fit(tmp_path / "a", *RUN, config="cartpole_gt.yaml")
+    (uninterrupted,) = (tmp_path / "a" / "run").iterdir()
+    sigterm = "--trainer.callbacks+=tests.test_exact_resume.SigtermAtSteps"
+    monkeypatch.setenv("VLMRM_TEST_INTERRUPT_AT", "30")
+    with pytest.raises(SystemExit):
+        fit(tmp_path / "b", *RUN, sigterm, config="cartpole_gt.yaml")
+    (resumed,) = (tmp_path / "b" / "run").iterdir()
+    last = resumed / "checkpoints" / "last.ckpt"
+    saved = last.read_bytes()
+
+    monkeypatch.setenv("VLMRM_TEST_SIGNAL_HOOK", hook)
+    while_loading = "--trainer.callbacks+=tests.test_exact_resume.SigtermWhileResuming"
+    with pytest.raises(SystemExit) as stopped:
+        fit(tmp_path / "b", *RUN, while_loading, "--ckpt_path", "last", config="cartpole_gt.yaml")
+    assert stopped.value.code == 1
+    assert last.read_bytes() == saved
+    monkeypatch.delenv("VLMRM_TEST_SIGNAL_HOOK")
+    fit(tmp_path / "b", *RUN, "--ckpt_path", "last", config="cartpole_gt.yaml")
+    assert_identical(final_state(uninterrupted), final_state(resumed))
+
+
+def test_a_signal_after_the_last_batch_is_fetched_trains_it_then_stops(tmp_path, monkeypatch):
+    """The last batch comes when the data stream has ended: a signal before its step starts
+    waits for that step (it used to stop at once with no pending batch, so the resumed run
+    ended one training step short), and the run stops before its final evaluation, which the
+    resumed run then does."""
+    from vlmrm.sac import SAC
+
+    fit(tmp_path / "a", *RUN, config="cartpole_gt.yaml")
+    (uninterrupted,) = (tmp_path / "a" / "run").iterdir()
+
+    def signal_after_transfer_of_the_last_batch(self, batch, dataloader_idx):
+        if self.trainer.should_stop and not getattr(self, "_signalled", False):
+            self._signalled = True
+            signal.raise_signal(signal.SIGTERM)
+        return batch
+
+    monkeypatch.setattr(SAC, "on_after_batch_transfer", signal_after_transfer_of_the_last_batch)
+    with pytest.raises(SystemExit) as stopped:
+        fit(tmp_path / "b", *RUN, config="cartpole_gt.yaml")
+    assert stopped.value.code == 1
+    (resumed,) = (tmp_path / "b" / "run").iterdir()
+    assert load(resumed / "checkpoints" / "last.ckpt")["global_step"] == 120
+    assert not (resumed / "evaluations.jsonl").exists()
+    monkeypatch.undo()
+    fit(tmp_path / "b", *RUN, "--ckpt_path", "last", config="cartpole_gt.yaml")
+    assert_identical(final_state(uninterrupted), final_state(resumed))
+    assert (resumed / "evaluations.jsonl").read_text() == (
+        uninterrupted / "evaluations.jsonl"
+    ).read_text()
+
+
+def test_a_signal_during_the_final_evaluation_is_evaluated_again_after_the_resume(
+    tmp_path, monkeypatch
+):
+    """Interrupted in the middle of the final evaluation, the run had marked it done before
+    it started, so the resumed run skipped it: no final metrics, evaluations.jsonl line or
+    best.ckpt."""
+    import vlmrm.callbacks.evaluation as evaluation
+
+    fit(tmp_path / "a", *RUN, config="cartpole_gt.yaml")
+    (uninterrupted,) = (tmp_path / "a" / "run").iterdir()
+    original = evaluation.evaluate_policy
+
+    def interrupted_once(*args, **kwargs):
+        monkeypatch.setattr(evaluation, "evaluate_policy", original)
+        signal.raise_signal(signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_policy", interrupted_once)
+    with pytest.raises(SystemExit) as stopped:
+        fit(tmp_path / "b", *RUN, config="cartpole_gt.yaml")
+    assert stopped.value.code == 1
+    (resumed,) = (tmp_path / "b" / "run").iterdir()
+    assert not (resumed / "evaluations.jsonl").exists()
+    fit(tmp_path / "b", *RUN, "--ckpt_path", "last", config="cartpole_gt.yaml")
+    assert_identical(final_state(uninterrupted), final_state(resumed))
+    assert (resumed / "evaluations.jsonl").read_text() == (
+        uninterrupted / "evaluations.jsonl"
+    ).read_text()
+
+
+def test_a_finished_run_resumed_does_not_evaluate_again(tmp_path):
+    """The final last.ckpt is written after the final evaluation (also when a periodic save
+    came at the same step), so resuming a finished run, which Lightning ends at once, finds
+    the evaluation done."""
+    fit(tmp_path, *RUN, config="cartpole_gt.yaml")
+    (run_dir,) = (tmp_path / "run").iterdir()
+    evaluations = (run_dir / "evaluations.jsonl").read_text()
+    assert len(evaluations.splitlines()) == 1
+    fit(tmp_path, *RUN, "--ckpt_path", "last", config="cartpole_gt.yaml")
+    assert (run_dir / "evaluations.jsonl").read_text() == evaluations
+
+
+def test_a_resumed_run_shows_its_progress_in_env_steps_of_the_total(tmp_path, monkeypatch):
+    """Every checkpoint is written mid-epoch (the run is one epoch), and Lightning skips
+    on_train_epoch_start when it resumes mid-epoch: the bar counted without a total or unit."""
+    monkeypatch.setenv("VLMRM_TEST_INTERRUPT_AT", "30")
+    sigterm = "--trainer.callbacks+=tests.test_exact_resume.SigtermAtSteps"
+    with pytest.raises(SystemExit):
+        fit(tmp_path, *RUN, sigterm, config="cartpole_gt.yaml")
+    (run_dir,) = (tmp_path / "run").iterdir()
+    stopped_at = load(run_dir / "checkpoints" / "last.ckpt")["RLDataModule"]["env_steps"]
+    bar_on = ["--trainer.enable_progress_bar", "true"]
+    cli = fit(tmp_path, *RUN, *bar_on, "--ckpt_path", "last", config="cartpole_gt.yaml")
+    bar = cli.trainer.progress_bar_callback.train_progress_bar
+    assert (bar.total, bar.n, bar.unit) == (700, 700, " env steps")
+    assert 0 < bar.initial == stopped_at < 700  # it starts where the interrupted run stopped
 
 
 @pytest.mark.slow

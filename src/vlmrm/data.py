@@ -189,7 +189,10 @@ class _CollectStream(IterableDataset):
                 yield batch
         release_held_interrupts()
         # Lightning asks past the end while holding the last batch, which it trains on right
-        # after: a checkpoint written then must not yield that batch again.
+        # after: a checkpoint written then must not yield that batch again, so a signal from
+        # here on waits for that step (and is raised when training ends, before the final
+        # evaluation: Evaluate.on_train_end).
+        hold_interrupts_until_released()
         dm.pending_index = dm.pending_reward = None
         # The run is measured in env steps: stop the trainer (whose epoch count is unbounded,
         # so that a finished run resumed with a larger total_frames goes on).
@@ -213,7 +216,9 @@ class HoldInterruptsDuringBatches(L.Callback):
         hold_interrupts_until_released()
 
     def on_train_end(self, trainer, pl_module) -> None:
-        release_held_interrupts(raise_pending=False)
+        # Training is over; a signal held during the last step stops the run now, with the
+        # interrupt checkpoint (Evaluate raises it before its final evaluation).
+        release_held_interrupts()
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         release_held_interrupts(raise_pending=False)
@@ -434,6 +439,9 @@ class RLDataModule(L.LightningDataModule):
         self.refill_steps = 0
         # Whether state_dict() holds the replay buffer: off while small checkpoints are written.
         self.buffer_in_checkpoint = True
+        # Whether this fit has stored or sampled anything yet: until then the checkpoint it
+        # resumed from is still exact, and an interrupt leaves it alone (CheckpointOnInterrupt).
+        self.progressed_in_this_fit = False
         self.replay_buffer = ReplayBuffer(
             storage=LazyTensorStorage(buffer_size), sampler=RandomSampler()
         )
@@ -512,6 +520,8 @@ class RLDataModule(L.LightningDataModule):
         built before this (and DDP copies rank 0's weights to all ranks anyway).
         """
         rank = self.trainer.global_rank if self.trainer is not None else 0
+        if stage == "fit":
+            self.progressed_in_this_fit = False
         if stage == "fit" and rank > 0:
             seed = (torch.initial_seed() + 1_000_003 * rank) % 2**32
             torch.manual_seed(seed)  # CPU and every CUDA device
@@ -1045,6 +1055,7 @@ class RLDataModule(L.LightningDataModule):
             }
             if self.overlap:
                 self.latest["learner_wait_s"] = waited_s
+            self.progressed_in_this_fit = True
 
     def finished_episodes_since(self, seen: int) -> tuple[dict[str, torch.Tensor], int]:
         """Episodes that ended in the collections after collection number ``seen`` (``[E]``
@@ -1072,6 +1083,7 @@ class RLDataModule(L.LightningDataModule):
             self.replay_buffer.storage, updates * self.local_batch_size
         )[0]
         self.pending_index = torch.as_tensor(index)
+        self.progressed_in_this_fit = True
         batch = self.minibatches(self.pending_index)
         self.pending_reward = batch.get((NEXT, REWARD)).reshape(-1)
         return batch

@@ -26,6 +26,7 @@ __all__ = [
     "deferred_interrupts",
     "hold_interrupts_until_released",
     "install_interrupt_handlers",
+    "interrupts_ignored",
     "reclaim_signal_handlers",
     "release_held_interrupts",
 ]
@@ -89,6 +90,21 @@ def deferred_interrupts() -> Iterator[None]:
     if _depth == 0 and _pending_signal is not None and not _holding:
         signum, _pending_signal = _pending_signal, None
         raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def interrupts_ignored() -> Iterator[None]:
+    """Run the body to its end even if Ctrl-C or SIGTERM arrives, then forget the signal: for
+    work done while the run is already stopping (writing the interrupt checkpoint), which a
+    second SIGTERM (a cluster repeating its pre-emption notice) must not cut short."""
+    global _depth, _pending_signal
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if _depth == 0:
+            _pending_signal = None
 
 
 def reclaim_signal_handlers() -> None:

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
 from vlmrm.errors import ConfigError
+from vlmrm.interrupts import interrupts_ignored
 
 __all__ = [
     "CheckpointOnInterrupt",
@@ -117,11 +118,16 @@ class EnvStepCheckpoint(ModelCheckpoint):
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        # The run ends with its epoch (data.total_frames reached): always keep its final state,
-        # which ModelCheckpoint alone skips when save_top_k is 0.
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        # The run has ended (data.total_frames reached): always keep its final state, which
+        # ModelCheckpoint alone skips when save_top_k is 0. Saved here, after the final
+        # evaluation (checkpoint callbacks run after the others), also when a periodic save
+        # came at the same step but before that evaluation: last.ckpt then records it, and a
+        # finished run resumed does not evaluate again.
+        evaluated = any(getattr(cb, "evaluated_at_train_end", False) for cb in trainer.callbacks)
+        unchanged = self._should_skip_saving_checkpoint(trainer)
+        if self.save_last and not trainer.fast_dev_run and (evaluated or not unchanged):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _should_skip_saving_checkpoint(self, trainer: L.Trainer) -> bool:
@@ -308,5 +314,15 @@ class CheckpointOnInterrupt(L.Callback):
             checkpoint_dir(trainer)
             / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
         )
-        trainer.save_checkpoint(path)
+        if not getattr(trainer.datamodule, "progressed_in_this_fit", True):
+            # A resumed run still loading (its loops and optimisers restored only later, its
+            # envs and random streams applied at the first collection): the checkpoint it
+            # resumes from is exact, a new one would not be.
+            rank_zero_info(
+                "vlmrm: interrupted before this run collected or trained anything; "
+                f"{path} is left as it was"
+            )
+            return
+        with interrupts_ignored():  # the run is stopping anyway: this save must finish
+            trainer.save_checkpoint(path)
         rank_zero_info(f"vlmrm: interrupted; checkpoint written to {path}")

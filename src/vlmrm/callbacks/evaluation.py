@@ -20,6 +20,7 @@ from vlmrm.callbacks.media_logging import log_image, log_metrics, log_video
 from vlmrm.envs import env_defines_success
 from vlmrm.errors import ConfigError
 from vlmrm.evaluation import DEFAULT_ENVS_PER_CHUNK, Evaluation, evaluate_policy
+from vlmrm.interrupts import release_held_interrupts
 from vlmrm.media import write_video
 
 __all__ = ["PROGRESS_LABELS", "Evaluate", "RewardHackingMonitor"]
@@ -161,6 +162,8 @@ class Evaluate(L.Callback):
         # train start: Lightning fetches the first batch (the whole random phase) before
         # on_train_start, which would skip the marks passed during it.
         self._interval = 0
+        self._train_ended = False  # on_train_end came in this fit
+        self.evaluated_at_train_end = False  # ... and evaluated (read by EnvStepCheckpoint)
         self.results: list[dict[str, float]] = []
 
     # --- schedule ------------------------------------------------------------------------------
@@ -173,9 +176,33 @@ class Evaluate(L.Callback):
             self._interval = interval
             self.evaluate(trainer, pl_module)
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._train_ended = False
+        self.evaluated_at_train_end = False
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._train_ended = True
         if trainer.datamodule.global_env_steps != self.last_evaluated and not trainer.interrupted:
+            # A Ctrl-C or SIGTERM held during the last training step stops the run here, with
+            # the interrupt checkpoint, rather than after a long evaluation (a pre-emption's
+            # grace period is short); the resumed run then evaluates.
+            release_held_interrupts()
             self.evaluate(trainer, pl_module)
+            # EnvStepCheckpoint writes last.ckpt again after this, to record it.
+            self.evaluated_at_train_end = True
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run resumed after its training had ended but before its final evaluation was done
+        # (interrupted then): Lightning skips the training loop, on_train_end included, so
+        # the final evaluation comes here, and last.ckpt records it.
+        data = trainer.datamodule
+        total = getattr(data, "total_frames", None)
+        if self._train_ended or total is None or data.global_env_steps < total:
+            return
+        if data.global_env_steps != self.last_evaluated:
+            self.evaluate(trainer, pl_module)
+            path = checkpoint_dir(trainer) / "last.ckpt"
+            trainer.save_checkpoint(path)  # on every rank: a collective call under DDP
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "validate":
@@ -189,7 +216,6 @@ class Evaluate(L.Callback):
             return {}
         data = trainer.datamodule
         env_steps = int(data.global_env_steps)
-        self.last_evaluated = env_steps
         was_training = pl_module.training
         pl_module.eval()
         # With data.overlap, the reward model is not shared with a collection in flight.
@@ -242,6 +268,9 @@ class Evaluate(L.Callback):
         self.results.append({"env_steps": env_steps, **metrics})
         with (run_dir / "evaluations.jsonl").open("a") as file:
             file.write(json.dumps({"env_steps": env_steps, **metrics}) + "\n")
+        # Marked done only now: an evaluation cut short by an interrupt is done again by the
+        # resumed run (the final one in particular).
+        self.last_evaluated = env_steps
         if trainer.state.fn != "fit":
             table = "\n".join(f"  {key:<22} {value:.4g}" for key, value in metrics.items())
             rank_zero_info(f"vlmrm: evaluation at {env_steps} env steps\n{table}\n{run_dir}")

@@ -41,6 +41,12 @@ class EnvStepProgressBar(TQDMProgressBar):
         bar.set_description("train")
         bar.refresh()
 
+    def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_start(trainer, *args)
+        # A resumed run restarts mid-epoch (every checkpoint is), where Lightning does not call
+        # on_train_epoch_start.
+        self._reset_to_env_steps(trainer)
+
     def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
         super().on_train_epoch_start(trainer, *args)
         self._reset_to_env_steps(trainer)
