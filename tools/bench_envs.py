@@ -34,7 +34,7 @@ import torch
 
 import vlmrm.envs
 from machine import cpu_name  # tools/machine.py
-from vlmrm.envs import EnvConfig, make_env, make_gym_env
+from vlmrm.envs import EnvConfig, make_env, make_gym_env, resolve_render_size
 
 
 class BareMujoco:
@@ -241,9 +241,7 @@ def main() -> None:
     print("| " + " | ".join(columns) + " |")
     print("|" + "|".join("---" if i < 2 else "---:" for i in range(len(columns))) + "|")
     for label, config, bare, try_two in rows:
-        size = f"{config.render_height or ''}x{config.render_width or ''}"
-        if size == "x":
-            size = "480x480" if config.env_id == "Humanoid" else "400x600"
+        size = "x".join(str(n) for n in resolve_render_size(config))  # the default resolved
         runners: dict[str, object] = {"one": Framework(config, 1, parallel=False)}
         if bare:
             runners["bare"] = BareMujoco(config)
