@@ -26,7 +26,6 @@ __all__ = [
     "deferred_interrupts",
     "hold_interrupts_until_released",
     "install_interrupt_handlers",
-    "interrupts_ignored",
     "reclaim_signal_handlers",
     "release_held_interrupts",
 ]
@@ -75,8 +74,12 @@ def release_held_interrupts(raise_pending: bool = True) -> None:
 
 
 @contextmanager
-def deferred_interrupts() -> Iterator[None]:
+def deferred_interrupts(forget: bool = False) -> Iterator[None]:
     """Run the body to its end even if Ctrl-C or SIGTERM arrives; raise it afterwards.
+
+    ``forget``: forget the signal instead, for work done while the run is already stopping
+    (writing the interrupt checkpoint), which a repeated SIGTERM (a cluster repeating its
+    pre-emption notice) must not cut short.
 
     Only effective once :func:`install_interrupt_handlers` has installed the handlers;
     otherwise a plain counter (Python's default SIGINT handling applies).
@@ -87,24 +90,11 @@ def deferred_interrupts() -> Iterator[None]:
         yield
     finally:
         _depth -= 1
+        if forget and _depth == 0:
+            _pending_signal = None
     if _depth == 0 and _pending_signal is not None and not _holding:
         signum, _pending_signal = _pending_signal, None
         raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextmanager
-def interrupts_ignored() -> Iterator[None]:
-    """Run the body to its end even if Ctrl-C or SIGTERM arrives, then forget the signal: for
-    work done while the run is already stopping (writing the interrupt checkpoint), which a
-    second SIGTERM (a cluster repeating its pre-emption notice) must not cut short."""
-    global _depth, _pending_signal
-    _depth += 1
-    try:
-        yield
-    finally:
-        _depth -= 1
-        if _depth == 0:
-            _pending_signal = None
 
 
 def reclaim_signal_handlers() -> None:

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
 from vlmrm.errors import ConfigError
-from vlmrm.interrupts import interrupts_ignored
+from vlmrm.interrupts import deferred_interrupts
 
 __all__ = [
     "CheckpointOnInterrupt",
@@ -323,6 +323,6 @@ class CheckpointOnInterrupt(L.Callback):
                 f"{path} is left as it was"
             )
             return
-        with interrupts_ignored():  # the run is stopping anyway: this save must finish
+        with deferred_interrupts(forget=True):  # the run is stopping: this save must finish
             trainer.save_checkpoint(path)
         rank_zero_info(f"vlmrm: interrupted; checkpoint written to {path}")
