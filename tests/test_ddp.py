@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -32,6 +33,11 @@ class DumpRankState(L.Callback):
             "local_batch_size": data.local_batch_size,
             "raw_rewards": data.replay_buffer[:]["next", "raw_reward"].clone(),
             "gt_rewards": data.replay_buffer[:]["next", "gt_reward"].clone(),
+            # Each rank's record of the last evaluation: their end-of-run decisions (a final
+            # evaluation, then a collective save of last.ckpt) follow from it.
+            "last_evaluated": [
+                cb.last_evaluated for cb in trainer.callbacks if type(cb).__name__ == "Evaluate"
+            ],
         }
         out = Path(trainer.default_root_dir) / f"rank{trainer.global_rank}.pt"
         torch.save(state, out)
@@ -158,6 +164,31 @@ def test_two_cpu_ranks_train_one_policy_with_distinct_envs(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (run_dir / "validate" / "videos" / "env_steps=640.mp4").is_file()
+
+
+@pytest.mark.slow
+def test_two_ranks_end_alike_when_the_last_evaluation_came_on_schedule(tmp_path):
+    """An evaluation on schedule at the last step, and every periodic checkpoint kept: the
+    final one is skipped and last.ckpt is already current, on every rank alike. Rank 1, which
+    does not evaluate, used to take the final evaluation for done and write last.ckpt once
+    more alone: the run died in that save's barrier."""
+    command = [
+        sys.executable, "-m", "vlmrm.cli", *fit_arguments(tmp_path, 480), "--trainer.devices", "2",
+        "--evaluation.every_n_env_steps", "480", "--checkpoint.save_top_k", "-1",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "ddp").iterdir()
+    evaluations = [json.loads(line) for line in (run_dir / "evaluations.jsonl").open()]
+    assert [e["env_steps"] for e in evaluations] == [480]
+    # Both ranks hold the evaluation at 480 as done, so they skip the final save together
+    # (rank 1's lone extra save did not always fail: gloo may pair its barrier with another
+    # one of rank 0's).
+    rank0 = torch.load(run_dir / "rank0.pt", weights_only=False)["last_evaluated"]
+    rank1 = torch.load(run_dir / "rank1.pt", weights_only=False)["last_evaluated"]
+    assert rank0 == rank1 == [480]
 
 
 def free_port() -> int:

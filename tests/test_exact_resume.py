@@ -338,6 +338,12 @@ def test_a_signal_during_the_final_evaluation_is_evaluated_again_after_the_resum
     assert (resumed / "evaluations.jsonl").read_text() == (
         uninterrupted / "evaluations.jsonl"
     ).read_text()
+    # The last.ckpt that the resumed run wrote after its evaluation still resumes exactly (the
+    # envs' states and random streams it had restored but never used): both runs go on alike.
+    more = [*RUN, "--data.total_frames", "900", "--ckpt_path", "last"]
+    fit(tmp_path / "a", *more, config="cartpole_gt.yaml")
+    fit(tmp_path / "b", *more, config="cartpole_gt.yaml")
+    assert_identical(final_state(uninterrupted), final_state(resumed))
 
 
 def test_a_finished_run_resumed_does_not_evaluate_again(tmp_path):
@@ -350,6 +356,31 @@ def test_a_finished_run_resumed_does_not_evaluate_again(tmp_path):
     assert len(evaluations.splitlines()) == 1
     fit(tmp_path, *RUN, "--ckpt_path", "last", config="cartpole_gt.yaml")
     assert (run_dir / "evaluations.jsonl").read_text() == evaluations
+
+
+def test_the_final_last_ckpt_is_written_once_after_the_final_evaluation(tmp_path, monkeypatch):
+    """last.ckpt carries the replay buffer (gigabytes in long runs): at the end of a run that
+    keeps every periodic checkpoint, it is written once, after the final evaluation, not at
+    the end of the epoch and again after it."""
+    from vlmrm.checkpointing import AtomicCheckpointIO
+
+    save = AtomicCheckpointIO.save_checkpoint
+    written = []
+
+    def recording(io, checkpoint, path, *args, **kwargs):
+        state = (checkpoint["RLDataModule"]["env_steps"], checkpoint["global_step"])
+        written.append((Path(path).name, state))
+        return save(io, checkpoint, path, *args, **kwargs)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", recording)
+    fit(tmp_path, *RUN, "--checkpoint.save_top_k", "-1", config="cartpole_gt.yaml")
+    final = [name for name, state in written if state == (700, 120)]
+    assert final.count("last.ckpt") == 1 and final[-1] == "last.ckpt", final
+    assert "env_steps=700.ckpt" in final and "best.ckpt" in final
+    (run_dir,) = (tmp_path / "run").iterdir()
+    last = load(run_dir / "checkpoints" / "last.ckpt")
+    (evaluate,) = [state for key, state in last["callbacks"].items() if "Evaluate" in key]
+    assert evaluate["last_evaluated"] == 700  # it records the final evaluation
 
 
 def test_a_resumed_run_shows_its_progress_in_env_steps_of_the_total(tmp_path, monkeypatch):

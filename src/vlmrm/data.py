@@ -651,13 +651,19 @@ class RLDataModule(L.LightningDataModule):
             "reward": self.reward.state_dict(),
             "episode_sums": self.tracker.sums.clone(),
             # The envs' own state and the collector's carried step, so that a resume continues
-            # the episodes in progress (sequential order, envs in this process).
-            "env_carry": self._env_carry() if with_buffer else None,
+            # the episodes in progress (sequential order, envs in this process); a resumed run
+            # that has not collected yet keeps the checkpoint's.
+            "env_carry": (
+                (self._resume_carry if self._resume_carry is not None else self._env_carry())
+                if with_buffer
+                else None
+            ),
             # Episodes the metrics may not have logged yet (see finished_episodes_since).
             "collections": self._collections,
             "latest": dict(self.latest),  # the newest collection's rates, logged with its step
             "finished": [{"collection": n, **episodes} for n, episodes in self._finished],
-            "rng": _rng_states(),
+            # The checkpoint's streams while they wait to be restored (resume_random_streams).
+            "rng": self._resume_rng if self._resume_rng is not None else _rng_states(),
             "env": {name: getattr(self.env_config, name) for name in ENV_IDENTITY_FIELDS},
             "observation_dim": self.observation_dim,
             "action_dim": self.action_dim,

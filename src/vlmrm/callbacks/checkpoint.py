@@ -98,6 +98,8 @@ class EnvStepCheckpoint(ModelCheckpoint):
         self.every_n_env_steps = every_n_env_steps
         self.saved_at_env_steps = 0  # env steps of the newest periodic save (0: none yet)
         self._last_env_steps_saved: tuple[int, int] | None = None  # (env steps, updates)
+        self._last_ckpt_state: tuple[int, int] | None = None  # the same, of last.ckpt's save
+        self._last_deferred = False  # at the end of the epoch, last.ckpt waits for the run's end
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -118,16 +120,29 @@ class EnvStepCheckpoint(ModelCheckpoint):
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
 
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The run ends with its epoch (data.total_frames reached); its last.ckpt is written
+        # once, in on_train_end, after the final evaluation.
+        self._last_deferred = True
+        try:
+            super().on_train_epoch_end(trainer, pl_module)
+        finally:
+            self._last_deferred = False
+
+    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
+        if not self._last_deferred:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_end(trainer, pl_module)
-        # The run has ended (data.total_frames reached): always keep its final state, which
-        # ModelCheckpoint alone skips when save_top_k is 0. Saved here, after the final
-        # evaluation (checkpoint callbacks run after the others), also when a periodic save
-        # came at the same step but before that evaluation: last.ckpt then records it, and a
-        # finished run resumed does not evaluate again.
+        # Not ModelCheckpoint's own (which writes last.ckpt when none was written in this fit,
+        # before this decides). Always keep the final state, which ModelCheckpoint alone skips
+        # when save_top_k is 0, written after the final evaluation (checkpoint callbacks run
+        # after the others) so that it records it and a finished run resumed does not
+        # evaluate again; once, unless nothing changed since the last write of last.ckpt.
+        if not self.save_last or trainer.fast_dev_run or trainer.state.fn != "fit":
+            return
         evaluated = any(getattr(cb, "evaluated_at_train_end", False) for cb in trainer.callbacks)
-        unchanged = self._should_skip_saving_checkpoint(trainer)
-        if self.save_last and not trainer.fast_dev_run and (evaluated or not unchanged):
+        if evaluated or self._last_ckpt_state != (_env_steps(trainer), trainer.global_step):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _should_skip_saving_checkpoint(self, trainer: L.Trainer) -> bool:
@@ -153,6 +168,8 @@ class EnvStepCheckpoint(ModelCheckpoint):
             with data.checkpoints_without_buffer():
                 super()._save_checkpoint(trainer, filepath)
         self._last_env_steps_saved = (_env_steps(trainer), trainer.global_step)
+        if is_last:
+            self._last_ckpt_state = self._last_env_steps_saved
 
     def _monitor_candidates(self, trainer: L.Trainer) -> dict[str, torch.Tensor]:
         candidates = super()._monitor_candidates(trainer)

@@ -12,6 +12,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from vlmrm.callbacks.checkpoint import check_interval, checkpoint_dir, save_small_checkpoint
@@ -201,8 +202,9 @@ class Evaluate(L.Callback):
             return
         if data.global_env_steps != self.last_evaluated:
             self.evaluate(trainer, pl_module)
-            path = checkpoint_dir(trainer) / "last.ckpt"
-            trainer.save_checkpoint(path)  # on every rank: a collective call under DDP
+            if any(isinstance(cb, ModelCheckpoint) and cb.save_last for cb in trainer.callbacks):
+                # On every rank: a collective call under DDP.
+                trainer.save_checkpoint(checkpoint_dir(trainer) / "last.ckpt")
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "validate":
@@ -213,6 +215,9 @@ class Evaluate(L.Callback):
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """Run one evaluation now; returns the ``val/*`` metrics (empty on ranks > 0)."""
         if not trainer.is_global_zero:
+            # Rank 0 evaluates; every rank keeps the same record, so that their decisions
+            # that involve collective calls (the final save of last.ckpt) agree.
+            self.last_evaluated = int(trainer.datamodule.global_env_steps)
             return {}
         data = trainer.datamodule
         env_steps = int(data.global_env_steps)
