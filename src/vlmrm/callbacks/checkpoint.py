@@ -23,6 +23,7 @@ __all__ = [
     "EnvStepCheckpoint",
     "check_interval",
     "checkpoint_dir",
+    "last_checkpoint_path",
     "save_small_checkpoint",
 ]
 
@@ -33,6 +34,12 @@ def checkpoint_dir(trainer: L.Trainer) -> Path:
         (cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath), None
     )
     return Path(checkpoint.dirpath) if checkpoint else Path(trainer.default_root_dir)
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> Path:
+    """The run's ``last.ckpt``: the one checkpoint that resumes exactly."""
+    name = f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+    return checkpoint_dir(trainer) / name
 
 
 def check_interval(name: str, value: int | None, action: str) -> None:
@@ -327,10 +334,7 @@ class CheckpointOnInterrupt(L.Callback):
             return
         if trainer.global_step == 0 and _env_steps(trainer) == 0:
             return  # nothing happened yet: nothing to keep
-        path = (
-            checkpoint_dir(trainer)
-            / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
-        )
+        path = last_checkpoint_path(trainer)
         if not getattr(trainer.datamodule, "progressed_in_this_fit", True):
             # A resumed run still loading (its loops and optimisers restored only later, its
             # envs and random streams applied at the first collection): the checkpoint it

@@ -15,7 +15,12 @@ import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from vlmrm.callbacks.checkpoint import check_interval, checkpoint_dir, save_small_checkpoint
+from vlmrm.callbacks.checkpoint import (
+    check_interval,
+    checkpoint_dir,
+    last_checkpoint_path,
+    save_small_checkpoint,
+)
 from vlmrm.callbacks.drawing import annotate_episode, plot_reward_vs_truth
 from vlmrm.callbacks.media_logging import log_image, log_metrics, log_video
 from vlmrm.envs import env_defines_success
@@ -204,7 +209,7 @@ class Evaluate(L.Callback):
             self.evaluate(trainer, pl_module)
             if any(isinstance(cb, ModelCheckpoint) and cb.save_last for cb in trainer.callbacks):
                 # On every rank: a collective call under DDP.
-                trainer.save_checkpoint(checkpoint_dir(trainer) / "last.ckpt")
+                trainer.save_checkpoint(last_checkpoint_path(trainer))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "validate":
