@@ -4,9 +4,10 @@ CPU envs stepping in a collector process.
 The promises checked here: the counts of a run (env steps, updates, stored transitions) are
 those of the sequential order; the collecting policy is the learner's as of the start of the
 collection (so at most one collection behind), and the collector process acts with exactly
-the weights pushed before each collection; an interrupted overlapped run resumes to the same
-end; two overlapped runs with the same seed end bit for bit alike; nothing (thread, collector
-or env worker process) survives the end of a run or a Ctrl-C.
+the weights pushed before each collection; a collection delivered in pieces (each scored while
+the next is collected) holds the same steps as one delivered whole; an interrupted overlapped
+run resumes to the same end; two overlapped runs with the same seed end bit for bit alike;
+nothing (thread, collector or env worker process) survives the end of a run or a Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import functools
 import multiprocessing
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -23,9 +25,14 @@ from tensordict import TensorDict
 
 from tests.test_exact_resume import _first, assert_identical
 from tests.test_integrity import EXPECTED_UPDATES, RESUME_RUN, counters
-from tests.test_training import fit, load
+from tests.test_rewards import BASELINES, GOALS
+from tests.test_training import fit, load, tiny_vlm_args
+from vlmrm.data import RLDataModule
 from vlmrm.envs import EnvConfig, make_env
+from vlmrm.keys import DONE, IMAGE_EMBEDDING, NEXT, OBSERVATION, RAW_REWARD
 from vlmrm.overlap import BackgroundCollection, CollectorProcess, learner_threads_advice
+from vlmrm.rewards import CLIPReward, ComposedReward, GroundTruthReward
+from vlmrm.rewards.steps import frame_scores
 from vlmrm.sac import SAC
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -237,3 +244,190 @@ def test_learner_threads_advice_only_when_cpu_threads_and_env_processes_oversubs
     assert learner_threads_advice(cpu, torch_threads=4, cores=8, env_processes=1) is None
     assert learner_threads_advice(cpu, torch_threads=1, cores=2, env_processes=1) is None
     assert learner_threads_advice(cuda, torch_threads=2, cores=2, env_processes=1) is None
+
+
+def test_background_collection_scores_each_piece_while_the_next_is_collected():
+    """``pieces``: a collection's pieces ``[N, T / pieces]`` are joined along time, in order;
+    piece k is scored on the scorer thread while piece k + 1 is collected."""
+    collecting_next = [threading.Event() for _ in range(3)]
+    events: list[tuple[str, int, str]] = []
+
+    def next_batch() -> TensorDict:
+        index = sum(kind == "collect" for kind, _, _ in events)
+        events.append(("collect", index, threading.current_thread().name))
+        if index % 3 > 0:
+            collecting_next[index % 3 - 1].set()
+        steps = torch.arange(2 * index, 2 * index + 2, dtype=torch.float32)
+        return TensorDict({"t": steps.expand(2, 2).clone()}, [2, 2])
+
+    def score(piece: TensorDict) -> None:
+        index = int(piece["t"][0, 0].item()) // 2
+        if index % 3 < 2:
+            # Returns only once the next piece's collection has begun: collecting and scoring
+            # one after the other would wait here for good.
+            assert collecting_next[index % 3].wait(timeout=30), (
+                "the next piece was not collected meanwhile"
+            )
+        piece.set("scored", piece["t"] * 10)
+        events.append(("score", index, threading.current_thread().name))
+
+    background = BackgroundCollection(
+        next_batch=next_batch,
+        score=score,
+        fingerprint=dict,
+        sync_policy=lambda: None,
+        pieces=3,
+    )
+    background.start()
+    result = background.take()
+    background.close()
+    assert result.batch.batch_size == (2, 6)
+    assert result.batch["t"][0].tolist() == [0, 1, 2, 3, 4, 5] == result.batch["t"][1].tolist()
+    assert torch.equal(result.batch["scored"], result.batch["t"] * 10)
+    assert result.collect_s >= 0 and result.reward_s > 0
+    assert [i for kind, i, _ in events if kind == "score"] == [0, 1, 2]
+    assert all(name.startswith("vlmrm-collect_") for kind, _, name in events if kind == "collect")
+    assert all(
+        name.startswith("vlmrm-collect-score") for kind, _, name in events if kind == "score"
+    )
+    assert not collector_threads()
+
+
+def test_background_collection_with_pieces_lets_the_scoring_finish_before_an_error_surfaces():
+    """A collector error in the middle of a collection reaches take(), and only after the
+    piece being scored is done: nothing uses the reward model once the collection ended."""
+    calls = {"collected": 0}
+    scoring_done = threading.Event()
+
+    def next_batch() -> TensorDict:
+        calls["collected"] += 1
+        if calls["collected"] == 2:
+            raise RuntimeError("env worker died")
+        return TensorDict({"t": torch.zeros(1, 2)}, [1, 2])
+
+    def score(piece: TensorDict) -> None:
+        threading.Event().wait(0.2)  # still scoring when the collection fails
+        scoring_done.set()
+
+    background = BackgroundCollection(
+        next_batch=next_batch, score=score, fingerprint=dict, sync_policy=lambda: None, pieces=2
+    )
+    background.start()
+    with pytest.raises(RuntimeError, match="env worker died"):
+        background.take()
+    assert scoring_done.is_set()
+    background.close()
+    assert not collector_threads()
+    with pytest.raises(ValueError, match="pieces=0"):
+        BackgroundCollection(next_batch, score, dict, lambda: None, pieces=0)
+
+
+def test_a_collection_in_pieces_holds_the_steps_of_one_collected_whole():
+    """The collector process acting at random, then with the policy: four pieces of 2 steps
+    per env, joined along time, are the batch of 8 steps per env, bit for bit (actions,
+    observations, frames, done flags, trajectory ids)."""
+    sac = SAC(4, 2, discrete=True, action_encoding="index", hidden_sizes=(8, 8))
+    config = EnvConfig(env_id="CartPole", render_width=16, render_height=16, episode_length=5)
+
+    def collections(pieces: int) -> list[TensorDict]:
+        collector = CollectorProcess(
+            functools.partial(make_env, config, num_envs=2, seed=3),
+            sac.make_policy(deterministic=False),
+            learner=sac.actor,
+            frames_per_batch=16 // pieces,
+            init_random_frames=16,  # the first collection at random
+            seed=7,
+        )
+        try:
+            batches, joined = iter(collector), []
+            for _ in range(2):
+                collector.sync_policy()
+                joined.append(torch.cat([next(batches) for _ in range(pieces)], dim=1))
+            return joined
+        finally:
+            collector.shutdown()
+
+    whole, in_pieces = collections(1), collections(4)
+    for a, b in zip(whole, in_pieces, strict=True):
+        assert a.batch_size == b.batch_size == (2, 8)
+        assert_identical(a.to_dict(), b.to_dict())
+    # Episodes of 5 steps ended inside the pieces and went on across them.
+    assert whole[0][NEXT, DONE].any() and not torch.equal(whole[0]["action"], whole[1]["action"])
+    assert not multiprocessing.active_children()
+
+
+class ScoresItsOwnWay(CLIPReward):
+    def score(self, next_tensordict, root=None):
+        return super().score(next_tensordict, root)
+
+
+@pytest.mark.parametrize(
+    ("steps_per_env", "num_envs", "batch_size", "pieces"),
+    [
+        (50, 4, 50, 2),  # 4 does not divide 50 steps: 2 pieces of 25 steps (100 frames)
+        (100, 8, 64, 4),  # the paper's humanoid collection: pieces of 200 frames
+        (32, 2, 32, 2),  # tools/bench_fit.py's CPU humanoid: 2 pieces of 32 frames
+        (50, 4, 256, 1),  # the quickstart: its VLM scores 256 frames per forward pass
+        (100, 1, 64, 1),  # one env of 100 steps: a piece would not fill a forward pass
+        (7, 4, 1, 1),  # 7 steps per env: no piece count divides them
+    ],
+)
+def test_overlap_pieces_divide_the_steps_and_fill_the_vlm_batches(
+    tiny_clip, steps_per_env, num_envs, batch_size, pieces
+):
+    name, checkpoint = tiny_clip
+    reward = CLIPReward(
+        name, GOALS, BASELINES, pretrained=checkpoint, device="cpu", batch_size=batch_size
+    )
+    data = SimpleNamespace(
+        reward=reward, steps_per_env=steps_per_env, frames_per_batch=steps_per_env * num_envs
+    )
+    assert RLDataModule.overlap_pieces(data) == pieces
+
+
+def test_overlap_pieces_only_for_rewards_that_score_each_frame_on_its_own(tiny_clip):
+    name, checkpoint = tiny_clip
+    args = dict(pretrained=checkpoint, device="cpu", batch_size=8)
+    data = SimpleNamespace(steps_per_env=100, frames_per_batch=800)
+    data.reward = CLIPReward(name, GOALS, BASELINES, **args)
+    assert RLDataModule.overlap_pieces(data) == 4
+    for reward in (
+        GroundTruthReward(),
+        ComposedReward([CLIPReward(name, GOALS, BASELINES, **args)]),
+        ScoresItsOwnWay(name, GOALS, BASELINES, **args),
+    ):
+        data.reward = reward
+        assert RLDataModule.overlap_pieces(data) == 1, type(reward).__name__
+
+
+def test_an_overlapped_vlm_run_in_pieces_stores_consecutive_steps_with_their_rewards(
+    tmp_path, tiny_clip
+):
+    """A real overlapped fit whose collections arrive in 2 pieces: the counts are the
+    sequential order's, each env's stored steps follow on from each other across the pieces'
+    seams, and every stored reward is its stored frame's."""
+    cli = fit(
+        tmp_path,
+        *tiny_vlm_args(tiny_clip),
+        *OVERLAP,
+        "--data.frames_per_batch", "100",
+        "--data.reward.init_args.batch_size", "50",
+        "--data.total_frames", "300",
+    )  # fmt: skip
+    data = cli.datamodule
+    assert data.overlap_pieces() == 2
+    assert data.env_steps == len(data.replay_buffer) == 300
+    assert cli.trainer.global_step == int(cli.model.num_updates) == 20  # (300 - 100) * 0.1
+    stored = data.replay_buffer[:300].reshape(3, 2, 50)  # collection, env, time
+    following = stored[:, :, 1:][OBSERVATION]
+    previous_next = stored[:, :, :-1][NEXT, OBSERVATION]
+    continues = ~stored[:, :, :-1][NEXT, DONE].squeeze(-1)
+    assert continues.sum() > 250
+    assert torch.equal(following[continues], previous_next[continues])
+    # Every step was scored, each piece's rewards from its own frames (the embeddings are
+    # kept in float16, hence the tolerance).
+    raw = stored[NEXT, RAW_REWARD].squeeze(-1)
+    assert raw.std() > 1e-4
+    assert torch.allclose(frame_scores(data.reward, stored[NEXT, IMAGE_EMBEDDING]), raw, atol=1e-3)
+    assert not collector_threads()
+    assert not multiprocessing.active_children()

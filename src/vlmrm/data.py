@@ -60,7 +60,7 @@ from vlmrm.keys import (
 from vlmrm.main_guard import check_main_module_is_guarded
 from vlmrm.overlap import BackgroundCollection, CollectorProcess, learner_threads_advice
 from vlmrm.relabel import RewardSchedule, describe_change, relabel_buffer
-from vlmrm.rewards import GroundTruthReward, RewardTransform
+from vlmrm.rewards import GroundTruthReward, RewardTransform, VLMReward
 from vlmrm.rewards.steps import keeps_embeddings, link_discount, reward_device, reward_metrics
 
 __all__ = ["CloseDataOnException", "EpisodeTracker", "HoldInterruptsDuringBatches", "RLDataModule"]
@@ -914,6 +914,12 @@ class RLDataModule(L.LightningDataModule):
         if advice is not None:
             rank_zero_info(f"vlmrm: {advice}")
         env_seed = self.seed + self.env_steps
+        pieces = self.overlap_pieces()
+        # The collector process decides per piece whether it acts at random; rounded up to
+        # whole collections (as for one piece per collection), every piece of a collection
+        # decides alike.
+        random_frames = max(0, math.ceil(self.learning_starts / self.world_size) - self.env_steps)
+        random_frames = math.ceil(random_frames / self.frames_per_batch) * self.frames_per_batch
         self._collector = CollectorProcess(
             functools.partial(
                 make_env,
@@ -925,10 +931,8 @@ class RLDataModule(L.LightningDataModule):
             ),
             module.make_policy(deterministic=False),
             learner=module.actor,
-            frames_per_batch=self.frames_per_batch,
-            init_random_frames=max(
-                0, math.ceil(self.learning_starts / self.world_size) - self.env_steps
-            ),
+            frames_per_batch=self.frames_per_batch // pieces,
+            init_random_frames=random_frames,
             # Each rank's actions are sampled from its own stream (its first env's seed).
             seed=env_seed + self.trainer.global_rank * self.num_envs,
         )
@@ -939,8 +943,25 @@ class RLDataModule(L.LightningDataModule):
             fingerprint=self.reward.fingerprint,
             sync_policy=self._collector.sync_policy,
             device=reward_device(self.reward),
+            pieces=pieces,
         )
         self._background.start()
+
+    def overlap_pieces(self) -> int:
+        """How many pieces along time an overlapped collection with CPU envs arrives in, each
+        scored while the next is collected (see :mod:`vlmrm.overlap`): the most, up to 4,
+        that divide the steps per env and still fill the VLM's forward passes
+        (``reward.batch_size`` frames each); 1 for rewards that do not score each frame on
+        its own (sequence and composed rewards, user rewards)."""
+        if type(self.reward).score is not VLMReward.score or not isinstance(self.reward, VLMReward):
+            return 1
+        for pieces in (4, 3, 2):
+            if (
+                self.steps_per_env % pieces == 0
+                and self.frames_per_batch // pieces >= self.reward.batch_size
+            ):
+                return pieces
+        return 1
 
     def _env_carry(self) -> dict[str, Any] | None:
         """The envs' states and the collector's carried step (observation, frame, done flags,

@@ -27,6 +27,14 @@ sequential one. So the CPU envs (the
 and the worker thread only waits for the batch and scores it. A batched Warp env stays in
 this process: it steps all its worlds in a few kernel launches that release the GIL, and on a
 GPU its frames stay on the device for the reward model.
+
+Collection and scoring overlap each other too. Done one after the other on the worker, a
+batch would cost their sum, however fast the learner is. So, where the reward scores every
+frame on its own (a VLM reward), the collector process delivers a collection in ``pieces``
+along time (``[N, T / pieces]`` each), and the worker scores each piece on a second thread
+while the process collects the next: a collection then costs about the slower of the two
+plus one piece of the other. The policy is the same for all pieces of a collection (it is
+synced once, before the first), so the data are those of one whole collection.
 """
 
 from __future__ import annotations
@@ -77,6 +85,11 @@ class BackgroundCollection:
         device: the reward model's device; on CUDA the worker uses its own stream, so that
             collection and scoring overlap the learner's kernels instead of queueing
             behind them on the default stream.
+        pieces: how many times ``next_batch`` is called per collection; each returns a piece
+            ``[N, T / pieces]``, and the pieces are joined along time. With more than one,
+            each piece is scored on a second thread while the next one is collected (only
+            for rewards that score each frame on its own, and for collectors that step
+            elsewhere than on this thread's GIL: a collector process).
     """
 
     def __init__(
@@ -86,14 +99,23 @@ class BackgroundCollection:
         fingerprint: Callable[[], dict[str, Any]],
         sync_policy: Callable[[], None],
         device: torch.device | str = "cpu",
+        pieces: int = 1,
     ) -> None:
+        if int(pieces) != pieces or pieces < 1:
+            raise ValueError(f"pieces={pieces!r} must be a positive integer.")
         self._next_batch = next_batch
         self._score = score
         self._fingerprint = fingerprint
         self._sync_policy = sync_policy
+        self._pieces = int(pieces)
         device = torch.device(device)
         self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlmrm-collect")
+        self._scorer = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlmrm-collect-score")
+            if self._pieces > 1
+            else None
+        )
         self._in_flight: Future[CollectedBatch] | None = None
         self.wait_s = 0.0  # time the main thread spent waiting for the newest batch
 
@@ -136,22 +158,53 @@ class BackgroundCollection:
         self.wait()
         self._in_flight = None
         self._executor.shutdown(wait=True)
+        if self._scorer is not None:
+            self._scorer.shutdown(wait=True)
 
     def _collect_and_score(self) -> CollectedBatch:
+        """Collect the pieces, scoring each (on the scorer thread, where there is one) while
+        the next is collected; ``collect_s`` is the time spent waiting for pieces, ``reward_s``
+        the time spent scoring them (with pieces, the two overlap)."""
+        # The reward changes only on the main thread while no collection is in flight.
+        fingerprint = self._fingerprint()
+        pieces: list[TensorDictBase] = []
+        collect_s = reward_s = 0.0
+        scoring: Future[float] | None = None
+        try:
+            for _ in range(self._pieces):
+                start = time.perf_counter()
+                with torch.no_grad(), _stream_context(self._stream):
+                    piece = self._next_batch()
+                collect_s += time.perf_counter() - start
+                if scoring is not None:
+                    reward_s += scoring.result()
+                    scoring = None
+                pieces.append(piece)
+                if self._scorer is None:
+                    reward_s += self._score_piece(piece)
+                else:
+                    scoring = self._scorer.submit(self._score_piece, piece)
+            if scoring is not None:
+                reward_s += scoring.result()
+                scoring = None
+        finally:
+            if scoring is not None:
+                # Collecting failed: let the piece being scored finish, so that nothing uses
+                # the reward model once this collection has ended.
+                scoring.exception()
+        batch = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=pieces[0].batch_dims - 1)
+        return CollectedBatch(
+            batch=batch, collect_s=collect_s, reward_s=reward_s, reward_fingerprint=fingerprint
+        )
+
+    def _score_piece(self, piece: TensorDictBase) -> float:
+        """Score one piece on the calling thread; the seconds it took."""
+        start = time.perf_counter()
         with torch.no_grad(), _stream_context(self._stream):
-            start = time.perf_counter()
-            batch = self._next_batch()
-            collected = time.perf_counter()
-            fingerprint = self._fingerprint()
-            self._score(batch)
+            self._score(piece)
             if self._stream is not None:
                 self._stream.synchronize()  # the main thread reads the results on its stream
-            return CollectedBatch(
-                batch=batch,
-                collect_s=collected - start,
-                reward_s=time.perf_counter() - collected,
-                reward_fingerprint=fingerprint,
-            )
+        return time.perf_counter() - start
 
 
 @contextmanager
