@@ -33,7 +33,9 @@ reference-style comparison run SAC: a throughput task, its rewards mean nothing)
 (configs/kneeling.yaml at 224x224 with a random-weights ViT-B-32, 2 envs in worker
 processes, on this machine's CPU) and ``humanoid-warp`` (the same with the two worlds batched
 on the MuJoCo Warp backend; its reference-style row still renders with OpenGL, as the paper's
-reference implementation does). Where a GPU is present, ``humanoid-paper`` is the paper
+reference implementation does), ``humanoid-small`` (the same with a ViT-S-32 and both envs in
+one process, 128 steps per collection: collecting and scoring of about the same size, each on
+a core of its own with ``OMP_NUM_THREADS=1``, as the envs and the VLM of a GPU node). Where a GPU is present, ``humanoid-paper`` is the paper
 config itself (ViT-bigG-14 with random weights, 480x480, 8 worker envs).
 """
 
@@ -92,6 +94,14 @@ TASKS = {
     # The same run with the worlds batched on MuJoCo Warp (one env, no worker processes).
     "humanoid-warp": ("kneeling.yaml", [
         *HUMANOID_CPU, "--data.env.backend", "warp", "--data.parallel", "false",
+    ]),
+    # Collecting and scoring of about the same size, each on a core of its own (run it with
+    # OMP_NUM_THREADS=1): a smaller VLM, ViT-S-32, and both envs in the collector process. The
+    # shape of a GPU node, where the VLM has its own device and the envs the CPU cores; each
+    # overlapped collection comes in 4 pieces of 32 frames (one VLM forward pass each).
+    "humanoid-small": ("kneeling.yaml", [
+        *HUMANOID_CPU, "--data.reward.init_args.model", "ViT-S-32",
+        "--data.parallel", "false", "--data.frames_per_batch", "128",
     ]),
     # SAC on both sides (stable-baselines3 has no discrete SAC, so the quickstart's reference
     # runs DQN): Pendulum rendered and scored by vlmrm-tiny. A throughput task only: the

@@ -330,7 +330,9 @@ class RLDataModule(L.LightningDataModule):
         overlap: collect and score the next batch while the learner trains on the previous
             one (see :mod:`vlmrm.overlap`): a training step costs about its slowest stage
             instead of their sum. CPU envs step in a collector process (no GIL shared with
-            the learner), a Warp env on a worker thread; the batch is scored on that thread.
+            the learner), a Warp env on a worker thread; the batch is scored on that thread
+            (for a VLM reward with CPU envs, in pieces while the rest is collected:
+            :meth:`overlap_pieces`).
             The collecting policy is then at most one collection behind the learner. With
             CPU envs two runs with the same seed repeat bit for bit; a Warp env, acting on the
             worker thread from the learner's random streams, does not. ``False``: the
@@ -920,6 +922,12 @@ class RLDataModule(L.LightningDataModule):
         # decides alike.
         random_frames = max(0, math.ceil(self.learning_starts / self.world_size) - self.env_steps)
         random_frames = math.ceil(random_frames / self.frames_per_batch) * self.frames_per_batch
+        if pieces > 1:
+            rank_zero_info(
+                f"vlmrm: data.overlap: each collection of {self.frames_per_batch} env steps "
+                f"arrives in {pieces} pieces of {self.frames_per_batch // pieces}, each scored "
+                "while the next is collected."
+            )
         self._collector = CollectorProcess(
             functools.partial(
                 make_env,
