@@ -31,12 +31,13 @@ Tasks: ``quickstart`` (configs/quickstart.yaml: CartPole, vlmrm-tiny), ``pendulu
 (configs/pendulum_gt.yaml rendered and scored by vlmrm-tiny, so that both sides of the
 reference-style comparison run SAC: a throughput task, its rewards mean nothing), ``humanoid``
 (configs/kneeling.yaml at 224x224 with a random-weights ViT-B-32, 2 envs in worker
-processes, on this machine's CPU) and ``humanoid-warp`` (the same with the two worlds batched
+processes, on this machine's CPU), ``humanoid-warp`` (the same with the two worlds batched
 on the MuJoCo Warp backend; its reference-style row still renders with OpenGL, as the paper's
 reference implementation does), ``humanoid-small`` (the same with a ViT-S-32 and both envs in
 one process, 128 steps per collection: collecting and scoring of about the same size, each on
-a core of its own with ``OMP_NUM_THREADS=1``, as the envs and the VLM of a GPU node). Where a GPU is present, ``humanoid-paper`` is the paper
-config itself (ViT-bigG-14 with random weights, 480x480, 8 worker envs).
+a core of its own with ``OMP_NUM_THREADS=1``, as the envs and the VLM of a GPU node). Where
+a GPU is present, ``humanoid-paper`` is the paper config itself (ViT-bigG-14 with random
+weights, 480x480, 8 worker envs).
 """
 
 from __future__ import annotations
