@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -169,6 +170,25 @@ def test_episode_statistics_count_every_episode_once_across_a_resume(tmp_path):
     assert all(float(r["train/episode_length"]) == 50 for r in episodes)
     # 400 steps of 2 envs in 50-step episodes: 4 per env, the third one across the stop.
     assert sum(float(r["train/episodes"]) for r in episodes) == 8
+
+
+def test_resume_at_another_frame_size_warns_with_the_checkpoints_size(tmp_path, tiny_clip):
+    """The frames a VLM scores may change size on resume (a new render size, or a default
+    that changed between vlmrm versions), but never silently: the run names both sizes and
+    the arguments that keep the checkpoint's."""
+    fit(tmp_path, *tiny_vlm_args(tiny_clip), "--data.total_frames", "200")
+    resume = [*tiny_vlm_args(tiny_clip), "--data.total_frames", "300", "--ckpt_path", "last"]
+    with pytest.warns(UserWarning, match="frame size") as caught:
+        fit(tmp_path, *resume, "--data.env.render_height", "40")
+    (warning,) = [w for w in caught if "frame size" in str(w.message)]
+    message = str(warning.message)
+    assert "40x72" in message and "48x72" in message
+    assert "--data.env.render_height 48 --data.env.render_width 72" in message
+    # The same size again: nothing to say (the checkpoint now holds the 40x72 run's size).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, *resume, "--data.env.render_height", "40", "--data.total_frames", "400")
+    assert not [w for w in caught if "frame size" in str(w.message)]
 
 
 def test_resume_rejects_a_checkpoint_from_another_environment(tmp_path):

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tensordict import TensorDict, TensorDictBase
 from torch.utils.data import DataLoader, IterableDataset
 from torchrl.collectors import Collector
@@ -250,6 +250,12 @@ def _pass_through(batch: TensorDictBase) -> TensorDictBase:
     return batch
 
 
+def _frame_shape(step: TensorDictBase) -> tuple[int, ...] | None:
+    """The shape of a collector step's frames ``[N, H, W, 3]``, ``None`` without frames."""
+    pixels = step.get(PIXELS, None)
+    return None if pixels is None else tuple(pixels.shape)
+
+
 def _rng_states() -> dict[str, Any]:
     """The global generators' states as tensors and numbers (loadable with weights_only)."""
     _, numpy_keys, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
@@ -466,6 +472,10 @@ class RLDataModule(L.LightningDataModule):
         # From a checkpoint, applied when collection resumes (see _continue_episodes).
         self._resume_carry: dict[str, Any] | None = None
         self._resume_rng: dict[str, Any] | None = None
+        # (height, width) of the frames the newest stored batch was scored from, and the
+        # checkpoint's until this run stores a batch (see _note_frame_size).
+        self.frame_size: tuple[int, int] | None = None
+        self._checkpoint_frame_size: tuple[int, int] | None = None
         self._read_specs()
 
     def _read_specs(self) -> None:
@@ -667,6 +677,11 @@ class RLDataModule(L.LightningDataModule):
             # The checkpoint's streams while they wait to be restored (resume_random_streams).
             "rng": self._resume_rng if self._resume_rng is not None else _rng_states(),
             "env": {name: getattr(self.env_config, name) for name in ENV_IDENTITY_FIELDS},
+            "frame_size": (
+                list(self.frame_size or self._checkpoint_frame_size)
+                if (self.frame_size or self._checkpoint_frame_size)
+                else None
+            ),
             "observation_dim": self.observation_dim,
             "action_dim": self.action_dim,
         }
@@ -720,6 +735,8 @@ class RLDataModule(L.LightningDataModule):
         # Restored when the data stream resumes (resume_random_streams), after what Lightning
         # draws when a fit starts, so the random streams continue where they were.
         self._resume_rng = state_dict["rng"]
+        saved_frame_size = state_dict.get("frame_size")  # absent before vlmrm recorded it
+        self._checkpoint_frame_size = tuple(saved_frame_size) if saved_frame_size else None
         carry = state_dict.get("env_carry")
         if has_buffer and carry is not None and not self.overlap and not self.parallel:
             self._resume_carry = carry
@@ -991,10 +1008,18 @@ class RLDataModule(L.LightningDataModule):
         """After a resume: put the envs back in the states they had at the checkpoint, so the
         episodes in progress go on."""
         carry, self._resume_carry = self._resume_carry, None
-        if carry is not None:
-            set_batched_env_states(self._env, carry["envs"])
-            saved = TensorDict(carry["carrier"], batch_size=carry["batch_size"])
-            self._collector._carrier.update(saved)
+        if carry is None:
+            return
+        saved = TensorDict(carry["carrier"], batch_size=carry["batch_size"])
+        carrier = self._collector._carrier
+        if _frame_shape(saved) != _frame_shape(carrier):
+            # The frames changed size since the checkpoint (a warning says so at the first
+            # batch): the carried step's frame does not fit, so the envs start new episodes,
+            # as after a resume without env states.
+            self.tracker.sums.zero_()
+            return
+        set_batched_env_states(self._env, carry["envs"])
+        carrier.update(saved)
 
     def resume_random_streams(self) -> None:
         """Restore the random generators' states of a checkpoint (once, after a resume)."""
@@ -1059,6 +1084,9 @@ class RLDataModule(L.LightningDataModule):
         """
         with deferred_interrupts():
             next_data = batch.get(NEXT)
+            pixels = next_data.get(PIXELS, None)
+            if pixels is not None:
+                self._note_frame_size((pixels.shape[-3], pixels.shape[-2]))
             if reward_s is None:
                 start = time.perf_counter()
                 # Once per batch: every frame in a few large forward passes.
@@ -1091,6 +1119,22 @@ class RLDataModule(L.LightningDataModule):
             if self.overlap:
                 self.latest["learner_wait_s"] = waited_s
             self.progressed_in_this_fit = True
+
+    def _note_frame_size(self, size: tuple[int, int]) -> None:
+        """Record the frames' size; the first batch after a resume whose frames differ in
+        size from the checkpoint's says so (the render size may change, never silently)."""
+        saved, self._checkpoint_frame_size = self._checkpoint_frame_size, None
+        if saved is not None and saved != size:
+            rank_zero_warn(
+                f"vlmrm: this run renders {size[0]}x{size[1]} frames, the checkpoint's run "
+                f"rendered {saved[0]}x{saved[1]} (frame size changed: data.env.render_height "
+                "and render_width, or a default that changed between vlmrm versions). The "
+                "reward model now scores frames of another size than those behind the stored "
+                "rewards, and the envs start new episodes. To keep the checkpoint's frames, "
+                f"resume with --data.env.render_height {saved[0]} --data.env.render_width "
+                f"{saved[1]}."
+            )
+        self.frame_size = size
 
     def finished_episodes_since(self, seen: int) -> tuple[dict[str, torch.Tensor], int]:
         """Episodes that ended in the collections after collection number ``seen`` (``[E]``
