@@ -189,6 +189,15 @@ def test_resume_at_another_frame_size_warns_with_the_checkpoints_size(tmp_path, 
         warnings.simplefilter("always")
         fit(tmp_path, *resume, "--data.env.render_height", "40", "--data.total_frames", "400")
     assert not [w for w in caught if "frame size" in str(w.message)]
+    # A checkpoint from before the size was recorded: its carried frame still tells.
+    (last,) = tmp_path.glob("run/*/checkpoints/last.ckpt")
+    state = load(last)
+    del state["RLDataModule"]["frame_size"]
+    torch.save(state, last)
+    with pytest.warns(
+        UserWarning, match="renders 48x72 frames, the checkpoint's run rendered 40x72"
+    ):
+        fit(tmp_path, *resume, "--data.total_frames", "500")
 
 
 def test_resume_rejects_a_checkpoint_from_another_environment(tmp_path):

@@ -1012,10 +1012,14 @@ class RLDataModule(L.LightningDataModule):
             return
         saved = TensorDict(carry["carrier"], batch_size=carry["batch_size"])
         carrier = self._collector._carrier
-        if _frame_shape(saved) != _frame_shape(carrier):
+        saved_shape = _frame_shape(saved)
+        if saved_shape != _frame_shape(carrier):
             # The frames changed size since the checkpoint (a warning says so at the first
-            # batch): the carried step's frame does not fit, so the envs start new episodes,
-            # as after a resume without env states.
+            # batch, also for a checkpoint too old to record the size: the carried frame has
+            # it): that frame does not fit, so the envs start new episodes, as after a resume
+            # without env states.
+            if self._checkpoint_frame_size is None and saved_shape is not None:
+                self._checkpoint_frame_size = saved_shape[-3:-1]
             self.tracker.sums.zero_()
             return
         set_batched_env_states(self._env, carry["envs"])
