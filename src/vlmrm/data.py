@@ -677,11 +677,8 @@ class RLDataModule(L.LightningDataModule):
             # The checkpoint's streams while they wait to be restored (resume_random_streams).
             "rng": self._resume_rng if self._resume_rng is not None else _rng_states(),
             "env": {name: getattr(self.env_config, name) for name in ENV_IDENTITY_FIELDS},
-            "frame_size": (
-                list(self.frame_size or self._checkpoint_frame_size)
-                if (self.frame_size or self._checkpoint_frame_size)
-                else None
-            ),
+            # This run's frame size, or the checkpoint's while this run has stored no batch.
+            "frame_size": list(self.frame_size or self._checkpoint_frame_size or []) or None,
             "observation_dim": self.observation_dim,
             "action_dim": self.action_dim,
         }
@@ -978,7 +975,7 @@ class RLDataModule(L.LightningDataModule):
         that divide the steps per env and still fill the VLM's forward passes
         (``reward.batch_size`` frames each); 1 for rewards that do not score each frame on
         its own (sequence and composed rewards, user rewards)."""
-        if type(self.reward).score is not VLMReward.score or not isinstance(self.reward, VLMReward):
+        if not isinstance(self.reward, VLMReward) or type(self.reward).score is not VLMReward.score:
             return 1
         for pieces in (4, 3, 2):
             if (
