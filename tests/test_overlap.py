@@ -293,6 +293,95 @@ def test_background_collection_scores_each_piece_while_the_next_is_collected():
     assert not collector_threads()
 
 
+@pytest.mark.parametrize("pieces", [1, 2])
+def test_the_next_collection_starts_while_the_last_piece_is_scored(pieces):
+    """``take(start_next=...)``: once a collection's steps are all collected, the main thread
+    syncs the policy and starts the next one, whose collecting overlaps the scoring of the
+    last piece (one whole collection with ``pieces=1`` and a scorer thread); the batch
+    returned is still scored in full, and ``wait()`` waits for every score."""
+    version = {"learner": 0, "acting": 0}
+    next_began = [threading.Event() for _ in range(3)]
+    collected: list[int] = []
+    scored: list[int] = []
+
+    def sync_policy() -> None:
+        version["acting"] = version["learner"]
+
+    def next_batch() -> TensorDict:
+        collection = len(collected) // pieces
+        if len(collected) % pieces == 0 and collection > 0:
+            next_began[collection - 1].set()
+        collected.append(version["acting"])
+        return TensorDict({"t": torch.full((2, 3), float(collection))}, [2, 3])
+
+    def score(piece: TensorDict) -> None:
+        collection = int(piece["t"][0, 0])
+        index = sum(c == collection for c in scored)
+        if index == pieces - 1 and collection < 2:
+            # The last piece: returns only once the next collection has begun.
+            assert next_began[collection].wait(timeout=30), "the next collection waited"
+        piece.set("scored", piece["t"] + 1)
+        scored.append(collection)
+
+    background = BackgroundCollection(
+        next_batch=next_batch,
+        score=score,
+        fingerprint=dict,
+        sync_policy=sync_policy,
+        pieces=pieces,
+        score_aside=True,
+    )
+    background.start()
+    asked: list[int] = []
+    for collection in range(3):
+        version["learner"] += 1  # trains on the previous batch while this one is collected
+        more = collection < 2  # the third collection is the last
+
+        def start_next(steps: int, more: bool = more) -> bool:
+            asked.append(steps)
+            return more
+
+        result = background.take(start_next=start_next)
+        assert result.batch.batch_size == (2, 3 * pieces)
+        assert torch.equal(result.batch["scored"], torch.full((2, 3 * pieces), collection + 1.0))
+    assert asked == [6 * pieces] * 3 and not background.in_flight  # the third started none
+    # Each collection acted with the weights synced when it started: one training step behind.
+    assert collected == [v for v in (0, 1, 2) for _ in range(pieces)]
+    background.close()
+    assert not collector_threads()
+
+
+def test_waiting_for_an_overlapped_collection_waits_for_its_scores_too():
+    """``wait()`` (before a checkpoint, an evaluation or a reward change) returns only when
+    nothing is collecting or scoring, also when the collection just taken was still being
+    scored as the next began."""
+    release = threading.Event()
+    scoring = []
+
+    def score(piece: TensorDict) -> None:
+        scoring.append(piece["t"][0, 0].item())
+        assert release.wait(timeout=30)
+        scoring.append(-1.0)
+
+    background = BackgroundCollection(
+        next_batch=lambda: TensorDict({"t": torch.zeros(1, 2)}, [1, 2]),
+        score=score,
+        fingerprint=dict,
+        sync_policy=lambda: None,
+        score_aside=True,
+    )
+    background.start()
+    waiter = threading.Thread(target=background.wait)
+    waiter.start()
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive(), "wait() returned while a piece was scoring"
+    release.set()
+    waiter.join(timeout=30)
+    assert not waiter.is_alive() and scoring == [0.0, -1.0]
+    background.close()
+    assert not collector_threads()
+
+
 def test_background_collection_with_pieces_lets_the_scoring_finish_before_an_error_surfaces():
     """A collector error in the middle of a collection reaches take(), and only after the
     piece being scored is done: nothing uses the reward model once the collection ended."""

@@ -966,6 +966,7 @@ class RLDataModule(L.LightningDataModule):
             sync_policy=self._collector.sync_policy,
             device=reward_device(self.reward),
             pieces=pieces,
+            score_aside=True,  # the envs step in the process, not on this one's GIL
         )
         self._background.start()
 
@@ -1052,13 +1053,16 @@ class RLDataModule(L.LightningDataModule):
                 batch = next(self._collector_iter)
                 self.store_batch(batch, collect_s=time.perf_counter() - start)
             return
-        collected = self._background.take()
+
+        def more_to_collect(steps: int) -> bool:
+            return self.global_env_steps + steps * self.world_size < self.total_frames
+
+        # The next collection starts once this one's steps are collected, while its last
+        # piece may still be scoring.
+        collected = self._background.take(start_next=more_to_collect)
         batch, reward_s = collected.batch, collected.reward_s
         if collected.reward_fingerprint != self.reward.fingerprint():
             reward_s = None  # scored before a reward change: score again with the new one
-        steps_after = self.global_env_steps + batch.numel() * self.world_size
-        if steps_after < self.total_frames:
-            self._background.start()
         self.store_batch(
             batch,
             collect_s=collected.collect_s,

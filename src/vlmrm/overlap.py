@@ -29,12 +29,16 @@ this process: it steps all its worlds in a few kernel launches that release the 
 GPU its frames stay on the device for the reward model.
 
 Collection and scoring overlap each other too. Done one after the other on the worker, a
-batch would cost their sum, however fast the learner is. So, where the reward scores every
-frame on its own (a VLM reward), the collector process delivers a collection in ``pieces``
-along time (``[N, T / pieces]`` each), and the worker scores each piece on a second thread
-while the process collects the next: a collection then costs about the slower of the two
-plus one piece of the other. The policy is the same for all pieces of a collection (it is
-synced once, before the first), so the data are those of one whole collection.
+batch would cost their sum, however fast the learner is. So, with a collector process, the
+worker hands what it collects to a scorer thread; where the reward scores every frame on its
+own (a VLM reward), the process delivers a collection in ``pieces`` along time
+(``[N, T / pieces]`` each), and each piece is scored while the next is collected. The next
+collection starts as soon as this one's steps are all collected (its policy synced by the
+main thread then, as it would be once the batch is scored: the learner trains on a batch
+only after taking it), so the process collects while the last piece is still scoring, and a
+collection costs about the slower of the two. The policy is the same for all pieces of a
+collection (it is synced once, before the first), so the data are those of one whole
+collection.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -74,22 +78,26 @@ class CollectedBatch:
 
 
 class BackgroundCollection:
-    """One collection (and its scoring) in flight on a worker thread at any time.
+    """One collection in flight on a worker thread at any time, scored on a scorer thread as
+    its pieces arrive (or by the worker, without one).
 
     Args:
         next_batch: collects the next batch ``[N, T]`` (the TorchRL collector's iterator).
         score: writes the raw rewards into a collected batch (model inference only).
         fingerprint: the reward's current fingerprint (see :class:`CollectedBatch`).
         sync_policy: copies the learner's actor weights into the collecting policy; called
-            on the main thread before each collection starts, while the worker is idle.
+            on the main thread before each collection starts, while the worker is idle (the
+            scorer thread may still be scoring the previous collection).
         device: the reward model's device; on CUDA the worker uses its own stream, so that
             collection and scoring overlap the learner's kernels instead of queueing
             behind them on the default stream.
         pieces: how many times ``next_batch`` is called per collection; each returns a piece
-            ``[N, T / pieces]``, and the pieces are joined along time. With more than one,
-            each piece is scored on a second thread while the next one is collected (only
-            for rewards that score each frame on its own, and for collectors that step
-            elsewhere than on this thread's GIL: a collector process).
+            ``[N, T / pieces]``, and the pieces are joined along time. More than one only
+            for rewards that score each frame on its own.
+        score_aside: score on a scorer thread, each piece while the next ones are collected
+            and the last while the next collection begins (see :meth:`take`); only for
+            collectors that step elsewhere than on this process's GIL (a collector
+            process). Default: with more than one piece.
     """
 
     def __init__(
@@ -100,6 +108,7 @@ class BackgroundCollection:
         sync_policy: Callable[[], None],
         device: torch.device | str = "cpu",
         pieces: int = 1,
+        score_aside: bool | None = None,
     ) -> None:
         if int(pieces) != pieces or pieces < 1:
             raise ValueError(f"pieces={pieces!r} must be a positive integer.")
@@ -113,10 +122,11 @@ class BackgroundCollection:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlmrm-collect")
         self._scorer = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlmrm-collect-score")
-            if self._pieces > 1
+            if (self._pieces > 1 if score_aside is None else score_aside)
             else None
         )
-        self._in_flight: Future[CollectedBatch] | None = None
+        self._in_flight: Future[_Collected] | None = None
+        self._being_scored: _Collected | None = None  # taken, some pieces still scoring
         self.wait_s = 0.0  # time the main thread spent waiting for the newest batch
 
     @property
@@ -132,26 +142,41 @@ class BackgroundCollection:
         if self._stream is not None:
             # The worker's stream must see the weights just copied on the main stream.
             self._stream.wait_stream(torch.cuda.current_stream(self._stream.device))
-        self._in_flight = self._executor.submit(self._collect_and_score)
+        self._in_flight = self._executor.submit(self._collect)
 
-    def take(self) -> CollectedBatch:
-        """Wait for the batch in flight and return it (a worker's error is raised here)."""
+    def take(self, start_next: Callable[[int], bool] | None = None) -> CollectedBatch:
+        """Wait for the batch in flight and return it (a worker's error is raised here).
+
+        ``start_next`` is called with the env steps of that batch as soon as they are all
+        collected, while its last pieces may still be scoring; if it returns True, the next
+        collection starts right then (as :meth:`start` would after this returns), so that
+        collecting it overlaps the end of this one's scoring. The policy synced for it is
+        the same: the learner has not trained on this batch yet either way.
+        """
         if self._in_flight is None:
             raise RuntimeError("No collection in flight.")
+        in_flight, self._in_flight = self._in_flight, None
         start = time.perf_counter()
         try:
-            return self._in_flight.result()
+            collected = in_flight.result()
+            self._being_scored = collected  # until its scores are in, for wait()
+            if start_next is not None and start_next(sum(p.numel() for p in collected.pieces)):
+                self.start()
+            batch = collected.joined()
+            self._being_scored = None
+            return batch
         finally:
-            self._in_flight = None
             self.wait_s = time.perf_counter() - start
 
     def wait(self) -> None:
-        """Wait until the worker is idle, keeping its batch for :meth:`take`. Only the main
-        thread starts collections, so the worker stays idle until the next :meth:`start`:
-        a checkpoint, an evaluation or a reward change made after this sees no state
-        changing underneath it."""
-        if self._in_flight is not None:
-            self._in_flight.exception()  # waits; an error is raised later by take()
+        """Wait until the worker and the scorer are idle, keeping the batch for :meth:`take`.
+        Only the main thread starts collections, so both stay idle until the next
+        :meth:`start`: a checkpoint, an evaluation or a reward change made after this sees
+        no state changing underneath it."""
+        if self._being_scored is not None:  # a take() was interrupted while it scored
+            self._being_scored.wait()
+        if self._in_flight is not None and self._in_flight.exception() is None:
+            self._in_flight.result().wait()  # an error is raised later by take()
 
     def close(self) -> None:
         """Let the collection in flight finish, drop it, and stop the worker thread."""
@@ -161,41 +186,28 @@ class BackgroundCollection:
         if self._scorer is not None:
             self._scorer.shutdown(wait=True)
 
-    def _collect_and_score(self) -> CollectedBatch:
-        """Collect the pieces, scoring each (on the scorer thread, where there is one) while
-        the next is collected; ``collect_s`` is the time spent waiting for pieces, ``reward_s``
-        the time spent scoring them (with pieces, the two overlap)."""
+    def _collect(self) -> _Collected:
+        """Collect the pieces, each scored on the scorer thread (where there is one) while
+        the next ones are collected, or here right after it is collected."""
         # The reward changes only on the main thread while no collection is in flight.
-        fingerprint = self._fingerprint()
-        pieces: list[TensorDictBase] = []
-        collect_s = reward_s = 0.0
-        scoring: Future[float] | None = None
+        collected = _Collected(fingerprint=self._fingerprint())
         try:
             for _ in range(self._pieces):
                 start = time.perf_counter()
                 with torch.no_grad(), _stream_context(self._stream):
                     piece = self._next_batch()
-                collect_s += time.perf_counter() - start
-                if scoring is not None:
-                    reward_s += scoring.result()
-                    scoring = None
-                pieces.append(piece)
+                collected.collect_s += time.perf_counter() - start
+                collected.pieces.append(piece)
                 if self._scorer is None:
-                    reward_s += self._score_piece(piece)
+                    collected.reward_s += self._score_piece(piece)
                 else:
-                    scoring = self._scorer.submit(self._score_piece, piece)
-            if scoring is not None:
-                reward_s += scoring.result()
-                scoring = None
-        finally:
-            if scoring is not None:
-                # Collecting failed: let the piece being scored finish, so that nothing uses
-                # the reward model once this collection has ended.
-                scoring.exception()
-        batch = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=pieces[0].batch_dims - 1)
-        return CollectedBatch(
-            batch=batch, collect_s=collect_s, reward_s=reward_s, reward_fingerprint=fingerprint
-        )
+                    collected.scoring.append(self._scorer.submit(self._score_piece, piece))
+        except BaseException:
+            # Collecting failed: let the pieces being scored finish, so that nothing uses
+            # the reward model once this collection has ended.
+            collected.wait()
+            raise
+        return collected
 
     def _score_piece(self, piece: TensorDictBase) -> float:
         """Score one piece on the calling thread; the seconds it took."""
@@ -205,6 +217,36 @@ class BackgroundCollection:
             if self._stream is not None:
                 self._stream.synchronize()  # the main thread reads the results on its stream
         return time.perf_counter() - start
+
+
+@dataclass
+class _Collected:
+    """A collection's pieces, all collected; with a scorer thread, some may still be
+    scoring (``scoring``: one future per piece, its seconds of scoring)."""
+
+    fingerprint: dict[str, Any]
+    pieces: list[TensorDictBase] = field(default_factory=list)
+    scoring: list[Future[float]] = field(default_factory=list)
+    collect_s: float = 0.0
+    reward_s: float = 0.0
+
+    def wait(self) -> None:
+        """Wait until every piece is scored (or its scoring failed)."""
+        for future in self.scoring:
+            future.exception()
+
+    def joined(self) -> CollectedBatch:
+        """Wait for the scores and join the pieces along time (a scoring error is raised)."""
+        self.wait()
+        reward_s = self.reward_s + sum(future.result() for future in self.scoring)
+        pieces = self.pieces
+        batch = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=pieces[0].batch_dims - 1)
+        return CollectedBatch(
+            batch=batch,
+            collect_s=self.collect_s,
+            reward_s=reward_s,
+            reward_fingerprint=self.fingerprint,
+        )
 
 
 @contextmanager
