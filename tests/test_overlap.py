@@ -351,6 +351,30 @@ def test_the_next_collection_starts_while_the_last_piece_is_scored(pieces):
     assert not collector_threads()
 
 
+def test_a_scoring_error_reaches_take_and_starts_no_next_collection():
+    """A reward model that fails on the scorer thread: the error is raised by take(), and a
+    collection whose scoring has already failed starts no next one."""
+    collected = []
+
+    def score(piece: TensorDict) -> None:
+        raise RuntimeError("CUDA out of memory")
+
+    background = BackgroundCollection(
+        next_batch=lambda: collected.append(1) or TensorDict({"t": torch.zeros(1, 2)}, [1, 2]),
+        score=score,
+        fingerprint=dict,
+        sync_policy=lambda: None,
+        pieces=2,
+    )
+    background.start()
+    background.wait()  # every piece collected and its scoring failed
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        background.take(start_next=lambda steps: True)
+    assert not background.in_flight and collected == [1, 1]
+    background.close()
+    assert not collector_threads()
+
+
 def test_waiting_for_an_overlapped_collection_waits_for_its_scores_too():
     """``wait()`` (before a checkpoint, an evaluation or a reward change) returns only when
     nothing is collecting or scoring, also when the collection just taken was still being

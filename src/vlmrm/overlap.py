@@ -160,7 +160,11 @@ class BackgroundCollection:
         try:
             collected = in_flight.result()
             self._being_scored = collected  # until its scores are in, for wait()
-            if start_next is not None and start_next(sum(p.numel() for p in collected.pieces)):
+            if (
+                start_next is not None
+                and not collected.scoring_failed()  # the error is raised below instead
+                and start_next(sum(p.numel() for p in collected.pieces))
+            ):
                 self.start()
             batch = collected.joined()
             self._being_scored = None
@@ -234,6 +238,10 @@ class _Collected:
         """Wait until every piece is scored (or its scoring failed)."""
         for future in self.scoring:
             future.exception()
+
+    def scoring_failed(self) -> bool:
+        """Whether the scoring of a piece has already failed."""
+        return any(future.done() and future.exception() is not None for future in self.scoring)
 
     def joined(self) -> CollectedBatch:
         """Wait for the scores and join the pieces along time (a scoring error is raised)."""
