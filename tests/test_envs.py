@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
 import os
@@ -13,6 +14,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from tensordict import TensorDict
+from torchrl.data import Bounded, Composite, Unbounded
+from torchrl.envs import EnvBase
 
 from vlmrm import keys
 from vlmrm.envs import (
@@ -24,6 +28,7 @@ from vlmrm.envs import (
     render_backend,
 )
 from vlmrm.envs.humanoid import HumanoidPoseDetector
+from vlmrm.envs.torchrl_env import _SleepingParallelEnv
 
 SMALL = {"render_height": 48, "render_width": 40}
 
@@ -258,6 +263,72 @@ def test_worker_processes_leave_this_process_its_torch_threads() -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+class _SlowEnv(EnvBase):
+    """A one-number env whose step takes ``step_s`` seconds of sleep (no CPU), or whose
+    worker dies at its first step (``die``); for the ParallelEnv wait tests."""
+
+    def __init__(self, step_s: float = 0.0, die: bool = False) -> None:
+        super().__init__(batch_size=())
+        self.step_s, self.die = step_s, die
+        self.observation_spec = Composite(observation=Unbounded(shape=(1,)))
+        self.action_spec = Bounded(-1.0, 1.0, shape=(1,))
+        self.reward_spec = Unbounded(shape=(1,))
+
+    def _reset(self, tensordict=None) -> TensorDict:
+        return TensorDict(
+            {"observation": torch.zeros(1), "done": torch.zeros(1, dtype=torch.bool),
+             "terminated": torch.zeros(1, dtype=torch.bool)}
+        )  # fmt: skip
+
+    def _step(self, tensordict) -> TensorDict:
+        if self.die:
+            os._exit(3)
+        time.sleep(self.step_s)
+        return TensorDict(
+            {"observation": tensordict["action"].clone(), "reward": torch.ones(1),
+             "done": torch.zeros(1, dtype=torch.bool),
+             "terminated": torch.zeros(1, dtype=torch.bool)}
+        )  # fmt: skip
+
+    def _set_seed(self, seed) -> None:
+        pass
+
+
+def test_parallel_env_waits_for_its_workers_without_spinning_a_core() -> None:
+    """TorchRL's ParallelEnv polls its workers' done flags in a loop that never pauses, so the
+    parent keeps a core busy for the whole of every step, a core the workers' renderers need
+    (tools/bench_envs.py: 49 against 63 env steps/s for 2 Humanoid workers on 2 cores). vlmrm's
+    waits: while its worker sleeps through 4 steps of 0.25 s, this process uses a fraction of
+    that in CPU time (a spinning wait uses about all of it)."""
+    assert isinstance(
+        make_env(EnvConfig("Pendulum", render_height=16, render_width=16), parallel=True),
+        _SleepingParallelEnv,
+    )
+    env = _SleepingParallelEnv(1, functools.partial(_SlowEnv, 0.25), mp_start_method="spawn")
+    try:
+        env.rollout(1)  # workers started
+        wall, cpu = time.perf_counter(), time.process_time()
+        rollout = env.rollout(4, break_when_any_done=False)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        assert rollout["next", "observation"].shape == (1, 4, 1)
+    finally:
+        env.close()
+    assert wall >= 1.0
+    assert cpu < 0.5 * wall, f"{cpu:.2f} s of CPU time in {wall:.2f} s of waiting"
+
+
+def test_parallel_env_says_so_when_a_worker_dies_mid_step() -> None:
+    """The wait still checks its workers: one that dies mid-step is an error, not a hang."""
+    env = _SleepingParallelEnv(
+        1, functools.partial(_SlowEnv, die=True), mp_start_method="spawn", daemon=True
+    )
+    with pytest.raises(RuntimeError, match="worker 0 dead"):
+        env.rollout(2)
+    with pytest.raises(RuntimeError, match="worker 0 \\(exit code 3\\)"):
+        env.close(raise_if_closed=False)  # TorchRL names the failed worker as it closes
+    assert multiprocessing.active_children() == []
 
 
 _CTRL_C_SCRIPT = """
