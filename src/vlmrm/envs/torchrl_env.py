@@ -253,9 +253,9 @@ class _SleepingParallelEnv(ParallelEnv):
     the GIL) for the whole of every step. Where the workers need every core, as software
     rendering does, that loop takes one from them: 2 Humanoid workers rendering 224x224 frames
     on 2 cores stepped at 49 env steps/s against 65 for the same 2 envs stepped in turn in one
-    process and 82 in stable-baselines3's ``SubprocVecEnv`` (tools/bench_envs.py). Here the
-    parent polls without pause only briefly, then sleeps a tenth of a millisecond between
-    polls. What the workers do and return is unchanged.
+    process and 82 in stable-baselines3's ``SubprocVecEnv`` (README: Performance, env worker
+    processes). Here the parent polls without pause only briefly, then sleeps a tenth of a
+    millisecond between polls. What the workers do and return is unchanged.
     """
 
     def _wait_for_workers(self, workers_range) -> None:
