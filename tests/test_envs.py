@@ -22,6 +22,7 @@ from vlmrm import keys
 from vlmrm.envs import (
     EnvConfig,
     RenderBackendError,
+    VLMRMEnv,
     env_defines_success,
     make_env,
     make_gym_env,
@@ -329,6 +330,65 @@ def test_parallel_env_says_so_when_a_worker_dies_mid_step() -> None:
     with pytest.raises(RuntimeError, match="worker 0 \\(exit code 3\\)"):
         env.close(raise_if_closed=False)  # TorchRL names the failed worker as it closes
     assert multiprocessing.active_children() == []
+
+
+def _collect_twice(env) -> list[TensorDict]:
+    """Two 24-step batches of a deterministic policy (the action is the first observation)."""
+    from torchrl.collectors import Collector
+
+    def policy(td: TensorDict) -> TensorDict:
+        return td.set("action", td[keys.OBSERVATION][..., :1].clamp(-2.0, 2.0))
+
+    collector = Collector(env, policy, frames_per_batch=24, total_frames=48)
+    try:
+        return [batch.clone() for batch in collector]
+    finally:
+        collector.shutdown(close_env=False)
+
+
+def test_parallel_env_steps_like_torchrls_own_with_fresh_copies(monkeypatch) -> None:
+    """vlmrm's ParallelEnv clones each step's output out of shared memory on one thread
+    (torch's copies woke its OpenMP threads while the renderers held every core: 65 against 76
+    env steps/s for 2 Humanoid workers at 224x224). What a collector gets is the same as from
+    TorchRL's own ParallelEnv, resets included, and each step's output is a fresh copy."""
+    from torchrl.envs import ParallelEnv
+
+    config = EnvConfig("Pendulum", render_height=64, render_width=96, episode_length=5)
+    ours = make_env(config, num_envs=2, seed=3, parallel=True)
+    factory = functools.partial(VLMRMEnv, config, device="cpu")
+    theirs = ParallelEnv(
+        2, factory, create_env_kwargs=[{"seed": 3}, {"seed": 4}], mp_start_method="spawn"
+    )
+    general_steps = []
+    general = ParallelEnv.step_and_maybe_reset
+
+    def counted(self, tensordict):
+        if self is ours:
+            general_steps.append(1)
+        return general(self, tensordict)
+
+    monkeypatch.setattr(ParallelEnv, "step_and_maybe_reset", counted)
+    try:
+        expected, got = _collect_twice(theirs), _collect_twice(ours)
+        for mine, reference in zip(got, expected, strict=True):
+            assert mine[keys.NEXT, keys.DONE].any()  # episodes of 5 steps: resets inside
+            assert (mine == reference).all(), "a collected batch differs from TorchRL's"
+
+        # (The collector closed the env at its last batch; reset starts its workers again.)
+        stepped, root = ours.step_and_maybe_reset(ours.reset().set("action", torch.zeros(2, 1)))
+        frame, root_frame = stepped[keys.NEXT, keys.PIXELS], root[keys.PIXELS]
+        kept = frame.clone()
+        shared = {
+            t.untyped_storage().data_ptr() for t in ours.shared_tensordict_parent.values(True, True)
+        }
+        assert frame.untyped_storage().data_ptr() not in shared
+        assert root_frame.untyped_storage().data_ptr() not in shared
+        ours.step_and_maybe_reset(root.set("action", torch.ones(2, 1)))
+        assert torch.equal(frame, kept)  # the next step left this step's frames alone
+        assert general_steps == []  # every step of ours took the plain path
+    finally:
+        ours.close(raise_if_closed=False)
+        theirs.close(raise_if_closed=False)
 
 
 _CTRL_C_SCRIPT = """
