@@ -15,6 +15,13 @@ For each task it measures, in one process, one after another:
   collection, then the gradient steps; same env, reward model, batch size, networks and
   update ratio. Skipped when stable-baselines3 is not installed (not a dependency).
 
+Two rows are computed from the stages alone: ``sum of the stages`` (the rate if nothing
+overlapped) and ``CPU bound``: the machine's cores divided by the CPU seconds the three stages
+spent per env step, each alone, over every process (env workers included): where the cores
+run out if every stage costs the CPU time it cost alone. A pipeline beats it only by spending
+less CPU time on a stage than that stage did alone (fewer threads, less spinning); where the
+reward or SAC run on a GPU it bounds the CPU side only.
+
 ``--bf16`` adds the same fits and the updates stage with ``trainer.precision: bf16-mixed``
 (the SAC networks' hidden layers in bfloat16; for CPUs with AVX512-BF16 or AMX), side by side.
 
@@ -43,6 +50,7 @@ weights, 480x480, 8 worker envs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import math
@@ -197,11 +205,35 @@ def fit_rate(
     return watch.rate, watch.update_share
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) used so far by this process and its live descendants (env
+    worker processes, collector processes), from /proc; NaN where there is no /proc."""
+    try:
+        stats = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                    stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    except OSError:
+        return math.nan
+    family, grew = {os.getpid()}, True
+    while grew:  # descendants: processes whose parent is already in the family
+        grew = False
+        for pid, (parent, _) in stats.items():
+            if parent in family and pid not in family:
+                family.add(pid)
+                grew = True
+    ticks = sum(stats[pid][1] for pid in family if pid in stats)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def stage_rates(
     task: str, steps: int, root: str, bf16: bool = False
-) -> tuple[dict[str, float], object]:
-    """Env steps/s of each stage alone, with the objects a run of ``task`` builds; with
-    ``bf16`` also the updates under ``bf16-mixed``'s autocast (as Lightning sets it)."""
+) -> tuple[dict[str, float], dict[str, float], object]:
+    """Env steps/s of each stage alone, the CPU seconds each used per env step (all
+    processes), and the objects a run of ``task`` builds; with ``bf16`` also the updates under
+    ``bf16-mixed``'s autocast (as Lightning sets it)."""
     from torchrl.collectors import Collector
 
     cli = run_training_cli(task_arguments(task, steps, root), run=False)
@@ -217,35 +249,41 @@ def stage_rates(
     batches = iter(collector)
     next(batches)  # workers started, first episode reset
     collected = []
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     while sum(b.numel() for b in collected) < steps:
         collected.append(next(batches))
-    env_rate = sum(b.numel() for b in collected) / (time.perf_counter() - start)
+    n = sum(b.numel() for b in collected)
+    env_rate = n / (time.perf_counter() - start)
+    cpu_per_step = {"env only": (cpu_seconds() - cpu) / n}
     collector.shutdown()
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     for batch in collected:
         data.reward.score(batch.get(NEXT))
-    reward_rate = sum(b.numel() for b in collected) / (time.perf_counter() - start)
+    reward_rate = n / (time.perf_counter() - start)
+    cpu_per_step["reward only"] = (cpu_seconds() - cpu) / n
 
     for batch in collected:
         data.store_batch(batch)
     updates = max(1, round(data.frames_per_batch * data.updates_per_step))
     optimizers = module.configure_optimizers()
 
-    def update_rate(autocast: bool) -> float:
+    def update_rate(autocast: bool) -> tuple[float, float]:
+        """Env steps/s of the updates, and their CPU seconds per env step."""
         with torch.autocast("cpu", torch.bfloat16, enabled=autocast, cache_enabled=False):
             module.run_updates(data.sample_updates(updates), optimizers)  # warm-up
-            done, start = 0, time.perf_counter()
+            done, start, cpu = 0, time.perf_counter(), cpu_seconds()
             while done * 1.0 / data.updates_per_step < steps:
                 module.run_updates(data.sample_updates(updates), optimizers)
                 done += updates
-        return done / (time.perf_counter() - start) / data.updates_per_step
+        env_steps = done / data.updates_per_step
+        return env_steps / (time.perf_counter() - start), (cpu_seconds() - cpu) / env_steps
 
-    rates = {"env only": env_rate, "reward only": reward_rate, "updates only": update_rate(False)}
+    update_rate_fp32, cpu_per_step["updates only"] = update_rate(False)
+    rates = {"env only": env_rate, "reward only": reward_rate, "updates only": update_rate_fp32}
     if bf16:
-        rates["updates only (bf16-mixed)"] = update_rate(True)
-    return rates, data
+        rates["updates only (bf16-mixed)"], _ = update_rate(True)
+    return rates, cpu_per_step, data
 
 
 def reference_rate(data, steps: int) -> float | None:
@@ -333,11 +371,11 @@ def reference_rate(data, steps: int) -> float | None:
 
 def measure_task(
     task: str, steps: int, root: str, bf16: bool
-) -> tuple[dict[str, float], dict[str, float], object]:
+) -> tuple[dict[str, float], dict[str, float], dict[str, float], object]:
     """One round of every row of ``task`` (env steps/s; NaN where stable-baselines3 is
-    absent), the share of each fit's time inside its SAC updates, and the data module the
-    stages were measured with."""
-    stages, data = stage_rates(task, steps, root, bf16)
+    absent), the share of each fit's time inside its SAC updates, each stage's CPU seconds
+    per env step alone, and the data module the stages were measured with."""
+    stages, cpu_per_step, data = stage_rates(task, steps, root, bf16)
     bf16_updates = stages.pop("updates only (bf16-mixed)", None)
     fits = {
         "fit (sequential)": fit_rate(task, steps, False, root),
@@ -353,7 +391,7 @@ def measure_task(
     reference = reference_rate(data, steps)
     label = "reference-style (SB3 " + ("DQN" if data.discrete else "SAC") + ")"
     rows[label] = reference if reference is not None else math.nan
-    return rows, {name: share for name, (_, share) in fits.items()}, data
+    return rows, {name: share for name, (_, share) in fits.items()}, cpu_per_step, data
 
 
 def median(values: list[float]) -> float:
@@ -433,13 +471,16 @@ def main() -> None:
         # Every row once per round, the rounds one after another: a row's cell is its median
         # over the rounds, so a slow spell of the machine moves a cell less than one run would.
         rounds = [measure_task(task, args.steps, root, args.bf16) for _ in range(args.rounds)]
-        data = rounds[0][2]
-        runs = {name: [rows[name] for rows, _, _ in rounds] for name in rounds[0][0]}
+        data = rounds[0][3]
+        runs = {name: [r[0][name] for r in rounds] for name in rounds[0][0]}
         rows = {name: median(values) for name, values in runs.items()}
         shares = {name: median([r[1][name] for r in rounds]) for name in rounds[0][1]}
+        cpu = {name: median([r[2][name] for r in rounds]) for name in rounds[0][2]}
         stage_names = ("env only", "reward only", "updates only")
         slowest = min(rows[name] for name in stage_names)
         summed = 1 / sum(1 / rows[name] for name in stage_names)
+        # If every core did nothing but the stages' own work, as each stage alone spent it.
+        cpu_bound = (os.cpu_count() or 1) / sum(cpu.values())
         bf16_updates = rows.get("updates only (bf16-mixed)")
         label = next(name for name in rows if name.startswith("reference-style"))
         reference = None if math.isnan(rows[label]) else rows[label]
@@ -472,8 +513,18 @@ def main() -> None:
         share = summed / slowest
         blank = " |" if many else ""
         print(f"| (sum of the stages, if nothing overlapped) | {summed:.1f} |{blank} {share:.0%} |")
+        print(
+            f"| (CPU bound: {os.cpu_count()} cores / the stages' CPU time per env step) | "
+            f"{cpu_bound:.1f} |{blank} {cpu_bound / slowest:.0%} |"
+        )
         # Where a fit's time goes: its SAC updates, timed inside the run, and the rest.
         print()
+        print(
+            "CPU time per env step, each stage alone (all processes): "
+            + ", ".join(f"{name.split()[0]} {1000 * value:.1f} ms" for name, value in cpu.items())
+            + f"; fit (overlap) at {rows['fit (overlap)'] / cpu_bound:.0%} of the CPU bound, "
+            f"fit (sequential) at {rows['fit (sequential)'] / cpu_bound:.0%}"
+        )
         for name, share in shares.items():
             inside = rows[name] / share  # the updates' own pace, as env steps/s
             alone = rows["updates only (bf16-mixed)" if "bf16" in name else "updates only"]
