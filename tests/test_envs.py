@@ -348,7 +348,7 @@ def _collect_twice(env) -> list[TensorDict]:
 
 def test_parallel_env_steps_like_torchrls_own_with_fresh_copies(monkeypatch) -> None:
     """vlmrm's ParallelEnv clones each step's output out of shared memory on one thread
-    (torch's copies woke its OpenMP threads while the renderers held every core: 65 against 76
+    (torch's copies woke its OpenMP threads while the renderers held every core: 57 against 69
     env steps/s for 2 Humanoid workers at 224x224). What a collector gets is the same as from
     TorchRL's own ParallelEnv, resets included, and each step's output is a fresh copy."""
     from torchrl.envs import ParallelEnv
